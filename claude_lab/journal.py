@@ -1,0 +1,739 @@
+"""The SQLite journal: jobs, their batches and rows, every request sent and every result
+received. It is what makes runs resumable and the result cache (keyed by custom_id, the
+content hash of the exact request) possible. It never stores the API key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import pandas as pd
+
+from claude_lab.errors import ConfigError, JobNotFoundError
+
+__all__ = [
+    "INACTIVE_STATUSES",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "BatchRecord",
+    "JobRecord",
+    "Journal",
+    "SubmissionRecord",
+    "default_home",
+    "open_journal",
+]
+
+# Each step is a list of statements; step i brings user_version from i to i + 1.
+# Append only: never edit a step that has shipped.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE jobs (
+            job_id TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            model TEXT,
+            templates TEXT NOT NULL,
+            params TEXT NOT NULL,
+            name TEXT,
+            row_count INTEGER NOT NULL,
+            request_count INTEGER NOT NULL,
+            package_version TEXT,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}'
+        )""",
+        """CREATE TABLE batches (
+            batch_id TEXT PRIMARY KEY,
+            job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            request_count INTEGER NOT NULL,
+            processing_status TEXT NOT NULL,
+            request_counts TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT,
+            expires_at TEXT,
+            ended_at TEXT,
+            results_fetched INTEGER NOT NULL DEFAULT 0,
+            updated_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE submissions (
+            id INTEGER PRIMARY KEY,
+            job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            request_count INTEGER NOT NULL,
+            body_bytes INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            batch_id TEXT
+        )""",
+        """CREATE TABLE job_rows (
+            job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            index_label TEXT NOT NULL,
+            custom_id TEXT,
+            PRIMARY KEY (job_id, position)
+        )""",
+        """CREATE TABLE requests (
+            custom_id TEXT PRIMARY KEY,
+            params BLOB NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE job_requests (
+            job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+            custom_id TEXT NOT NULL REFERENCES requests(custom_id),
+            batch_id TEXT,
+            PRIMARY KEY (job_id, custom_id)
+        )""",
+        # No foreign keys here on purpose: the result cache outlives the job that paid
+        # for a result, and a results file must be storable even if it is odd.
+        """CREATE TABLE results (
+            custom_id TEXT NOT NULL,
+            batch_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            line BLOB NOT NULL,
+            fetched_at TEXT NOT NULL,
+            PRIMARY KEY (custom_id, batch_id)
+        )""",
+    ],
+    # v2: the lookups a re-run and `attach` make on every call.
+    [
+        "CREATE INDEX jobs_fingerprint ON jobs(fingerprint, endpoint)",
+        "CREATE INDEX batches_job ON batches(job_id, position)",
+        "CREATE INDEX submissions_job ON submissions(job_id)",
+        "CREATE INDEX job_requests_batch ON job_requests(batch_id)",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Jobs in these states are never re-attached to by a re-run.
+INACTIVE_STATUSES = ("failed", "abandoned")
+
+_BUSY_TIMEOUT_S = 30.0
+_CHUNK = 500  # ids per IN (...) query; well under SQLite's bound-variable limit
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    fingerprint: str
+    endpoint: str
+    model: str | None
+    templates: Any
+    params: dict[str, Any]
+    name: str | None
+    row_count: int
+    request_count: int
+    package_version: str | None
+    status: str
+    created_at: str
+    updated_at: str
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    batch_id: str
+    job_id: str
+    position: int
+    request_count: int
+    processing_status: str
+    request_counts: dict[str, int]
+    created_at: str | None
+    expires_at: str | None
+    ended_at: str | None
+    results_fetched: bool
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    id: int
+    job_id: str
+    position: int
+    request_count: int
+    body_bytes: int
+    started_at: str
+    batch_id: str | None
+
+
+def default_home() -> Path:
+    """``$CLAUDE_LAB_HOME``, or ``~/.claude_lab``."""
+    return Path(os.environ.get("CLAUDE_LAB_HOME") or "~/.claude_lab").expanduser()
+
+
+_open_lock = threading.Lock()
+_open: dict[Path, Journal] = {}
+
+
+def open_journal(path: str | os.PathLike[str] | None = None) -> Journal:
+    """The process-wide journal for ``path`` (default: ``default_home()/journal.sqlite3``)."""
+    resolved = _resolve(path)
+    with _open_lock:
+        journal = _open.get(resolved)
+        if journal is None or journal.closed:
+            journal = _open[resolved] = Journal(resolved)
+        return journal
+
+
+def _resolve(path: str | os.PathLike[str] | None) -> Path:
+    if path is None:
+        return (default_home() / "journal.sqlite3").resolve()
+    return Path(path).expanduser().resolve()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _ts(value: str | datetime | None) -> str | None:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat()
+    return value
+
+
+def _clean_endpoint(endpoint: str) -> str:
+    # A base URL may carry credentials (user:pass@host) or tokens in its query; neither
+    # belongs on disk, and dropping them keeps find_job's key stable.
+    parts = urlsplit(str(endpoint).strip())
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return str(obj)
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _label(text: str) -> Hashable:
+    value = orjson.loads(text)
+    # JSON has no tuples; index labels are hashable, so a list can only have been a tuple.
+    return tuple(value) if isinstance(value, list) else value
+
+
+@contextlib.contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    # The umask is process-wide, so this is held only around file creation.
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+class Journal:
+    """One SQLite journal file. Safe to share between threads; many processes may open it."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = _resolve(path)
+        # One connection guarded by a lock, rather than one per thread: SQLite serialises
+        # writers anyway, and a single connection can be closed deterministically (a
+        # thread-local one on a dead worker thread would leak its file handle).
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            with _umask(0o077):
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # SQLite gives -wal/-shm the mode of the database file, so creating it
+                # 0o600 here keeps all three owner-only.
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            self._conn = sqlite3.connect(
+                self.path,
+                timeout=_BUSY_TIMEOUT_S,
+                isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+                check_same_thread=False,
+            )
+            self._conn.row_factory = sqlite3.Row
+            self._setup()
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, OSError):
+                raise ConfigError(
+                    f"cannot create the claude_lab journal at {self.path}: {exc}. "
+                    "Set CLAUDE_LAB_HOME to a writable folder."
+                ) from exc
+            raise
+
+    # -- connection -------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        conn = self._db
+        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # Switching to WAL needs a moment of exclusive access, and the busy handler does
+        # not always cover it when two processes open a fresh file together.
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        conn = self._db
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"the journal at {self.path} has schema v{version}, newer than this "
+                f"claude_lab understands (v{SCHEMA_VERSION}). Upgrade claude_lab, or set "
+                "CLAUDE_LAB_HOME to another folder."
+            )
+        while version < SCHEMA_VERSION:
+            with self._write() as conn:
+                # Re-read under the write lock: another process may have migrated meanwhile.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version < SCHEMA_VERSION:
+                    for statement in MIGRATIONS[version]:
+                        conn.execute(statement)
+                    version += 1
+                    conn.execute(f"PRAGMA user_version = {version}")
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise ConfigError(f"the journal at {self.path} is closed; open it again.")
+        return self._conn
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self.path)!r})"
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE takes the write lock up front (waiting up to busy_timeout), so
+        # two processes never both read-then-write and fail with SQLITE_BUSY mid-way.
+        with self._lock:
+            conn = self._db
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- jobs -------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        *,
+        fingerprint: str,
+        endpoint: str,
+        model: str | None,
+        templates: Any,
+        params: dict[str, Any],
+        name: str | None,
+        row_count: int,
+        request_count: int,
+        package_version: str | None,
+        meta: dict[str, Any] | None = None,
+        status: str = "created",
+    ) -> str:
+        job_id = "job_" + secrets.token_hex(6)
+        now = _now()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO jobs (job_id, fingerprint, endpoint, model, templates, params,"
+                " name, row_count, request_count, package_version, status, created_at,"
+                " updated_at, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    fingerprint,
+                    _clean_endpoint(endpoint),
+                    model,
+                    _dumps(templates),
+                    _dumps(params),
+                    name,
+                    int(row_count),
+                    int(request_count),
+                    package_version,
+                    status,
+                    now,
+                    now,
+                    _dumps(meta or {}),
+                ),
+            )
+        return job_id
+
+    def find_job(self, fingerprint: str, endpoint: str) -> JobRecord | None:
+        """The newest job for exactly these requests at this endpoint that can be resumed."""
+        rows = self._read(
+            f"SELECT * FROM jobs WHERE fingerprint = ? AND endpoint = ?"
+            f" AND status NOT IN ({', '.join('?' * len(INACTIVE_STATUSES))})"
+            " ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (fingerprint, _clean_endpoint(endpoint), *INACTIVE_STATUSES),
+        )
+        return _job(rows[0]) if rows else None
+
+    def get_job(self, job_or_batch_id: str) -> JobRecord:
+        """A job by its id, a unique prefix of its id, or the id of any of its batches."""
+        key = str(job_or_batch_id).strip()
+        rows = self._read("SELECT * FROM jobs WHERE job_id = ?", (key,))
+        if not rows:
+            rows = self._read(
+                "SELECT jobs.* FROM jobs JOIN batches USING (job_id) WHERE batch_id = ?", (key,)
+            )
+        if not rows and key:
+            rows = self._read(
+                "SELECT * FROM jobs WHERE substr(job_id, 1, ?) = ? ORDER BY created_at",
+                (len(key), key),
+            )
+        if len(rows) == 1:
+            return _job(rows[0])
+        if rows:
+            ids = ", ".join(row["job_id"] for row in rows[:5])
+            raise JobNotFoundError(
+                f"{key!r} matches {len(rows)} jobs ({ids}); give more of the job id. "
+                "claude_lab.jobs() (or `claude-lab jobs`) lists them."
+            )
+        raise JobNotFoundError(
+            f"no job or batch {key!r} in the journal at {self.path}. "
+            "claude_lab.jobs() (or `claude-lab jobs`) lists the recorded jobs; "
+            "check CLAUDE_LAB_HOME if you expected it here."
+        )
+
+    def set_job_status(self, job_id: str, status: str) -> None:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ?",
+                (status, _now(), job_id),
+            )
+            if cur.rowcount == 0:
+                raise JobNotFoundError(
+                    f"no job {job_id!r} in the journal at {self.path}. "
+                    "claude_lab.jobs() (or `claude-lab jobs`) lists the recorded jobs."
+                )
+
+    def list_jobs(self) -> pd.DataFrame:
+        """One row per job, newest first; request counts are summed over the job's batches."""
+        kinds = ("processing", "succeeded", "errored", "canceled", "expired")
+        with self._lock:
+            jobs = self._db.execute(
+                "SELECT job_id, name, status, model, row_count, request_count, created_at,"
+                " updated_at FROM jobs ORDER BY created_at DESC, rowid DESC"
+            ).fetchall()
+            batches = self._db.execute("SELECT job_id, request_counts FROM batches").fetchall()
+        n_batches: dict[str, int] = {}
+        totals: dict[str, dict[str, int]] = {}
+        for row in batches:
+            n_batches[row[0]] = n_batches.get(row[0], 0) + 1
+            sums = totals.setdefault(row[0], dict.fromkeys(kinds, 0))
+            for kind, count in orjson.loads(row[1]).items():
+                if kind in sums:
+                    sums[kind] += int(count)
+        records = []
+        for row in jobs:
+            sums = totals.get(row["job_id"], dict.fromkeys(kinds, 0))
+            records.append(
+                {
+                    "job_id": row["job_id"],
+                    "name": row["name"],
+                    "status": row["status"],
+                    "model": row["model"],
+                    "rows": row["row_count"],
+                    "requests": row["request_count"],
+                    "batches": n_batches.get(row["job_id"], 0),
+                    **sums,
+                    "created_at": row["created_at"],
+                    "updated_at": row["updated_at"],
+                }
+            )
+        columns = ["job_id", "name", "status", "model", "rows", "requests", "batches"]
+        columns += [*kinds, "created_at", "updated_at"]
+        frame = pd.DataFrame.from_records(records, columns=columns)
+        for col in ("created_at", "updated_at"):
+            frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
+        for col in ("rows", "requests", "batches", *kinds):
+            frame[col] = frame[col].astype("int64")
+        return frame
+
+    # -- rows and requests ------------------------------------------------------------
+
+    def add_rows(
+        self, job_id: str, index_labels: Iterable[Hashable], row_custom_ids: Iterable[str | None]
+    ) -> None:
+        """Record each input row's index label and custom_id (None = skipped), in order."""
+        labels = list(index_labels)
+        ids = list(row_custom_ids)
+        if len(labels) != len(ids):
+            raise ValueError(f"{len(labels)} index labels but {len(ids)} custom_ids")
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO job_rows (job_id, position, index_label, custom_id)"
+                " VALUES (?, ?, ?, ?)",
+                (
+                    (job_id, i, _dumps(label), cid)
+                    for i, (label, cid) in enumerate(zip(labels, ids, strict=True))
+                ),
+            )
+
+    def get_rows(self, job_id: str) -> tuple[list[Hashable], list[str | None]]:
+        rows = self._read(
+            "SELECT index_label, custom_id FROM job_rows WHERE job_id = ? ORDER BY position",
+            (job_id,),
+        )
+        return [_label(row[0]) for row in rows], [row[1] for row in rows]
+
+    def add_requests(
+        self, job_id: str, custom_ids: Sequence[str], params_bytes: Sequence[bytes]
+    ) -> None:
+        """Record the job's unique requests; a request seen before (by hash) is kept as is."""
+        if len(custom_ids) != len(params_bytes):
+            raise ValueError(f"{len(custom_ids)} custom_ids but {len(params_bytes)} params")
+        now = _now()
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO requests (custom_id, params, created_at) VALUES (?, ?, ?)",
+                ((cid, bytes(p), now) for cid, p in zip(custom_ids, params_bytes, strict=True)),
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO job_requests (job_id, custom_id) VALUES (?, ?)",
+                ((job_id, cid) for cid in custom_ids),
+            )
+
+    def get_request_params(self, custom_ids: Iterable[str]) -> dict[str, bytes]:
+        return dict(self._in_chunks("SELECT custom_id, params FROM requests", custom_ids))
+
+    def job_custom_ids(self, job_id: str, batch_id: str | None = None) -> list[str]:
+        """The job's unique custom_ids, or only those a given batch carried."""
+        if batch_id is None:
+            rows = self._read(
+                "SELECT custom_id FROM job_requests WHERE job_id = ? ORDER BY rowid", (job_id,)
+            )
+        else:
+            rows = self._read(
+                "SELECT custom_id FROM job_requests WHERE job_id = ? AND batch_id = ?"
+                " ORDER BY rowid",
+                (job_id, batch_id),
+            )
+        return [row[0] for row in rows]
+
+    # -- submissions and batches ------------------------------------------------------
+
+    def begin_submission(
+        self, job_id: str, position: int, request_count: int, body_bytes: int
+    ) -> int:
+        """Log the intent to create a batch, before the create call (see pending_submissions)."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO submissions (job_id, position, request_count, body_bytes,"
+                " started_at) VALUES (?, ?, ?, ?, ?)",
+                (job_id, position, request_count, body_bytes, _now()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def finish_submission(
+        self,
+        submission_id: int,
+        batch_id: str,
+        created_at: str | datetime | None,
+        expires_at: str | datetime | None,
+        custom_ids: Iterable[str],
+    ) -> None:
+        """Record the created batch and the custom_ids it carries, atomically."""
+        now = _now()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT job_id, position, request_count FROM submissions WHERE id = ?",
+                (submission_id,),
+            ).fetchone()
+            if row is None:
+                raise KeyError(f"no submission {submission_id} in the journal at {self.path}")
+            job_id, position, request_count = row
+            conn.execute(
+                "UPDATE submissions SET batch_id = ? WHERE id = ?", (batch_id, submission_id)
+            )
+            counts = dict.fromkeys(("succeeded", "errored", "canceled", "expired"), 0)
+            counts["processing"] = request_count
+            conn.execute(
+                "INSERT OR IGNORE INTO batches (batch_id, job_id, position, request_count,"
+                " processing_status, request_counts, created_at, expires_at, updated_at)"
+                " VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?, ?)",
+                (
+                    batch_id,
+                    job_id,
+                    position,
+                    request_count,
+                    _dumps(counts),
+                    _ts(created_at),
+                    _ts(expires_at),
+                    now,
+                ),
+            )
+            conn.executemany(
+                "UPDATE job_requests SET batch_id = ? WHERE job_id = ? AND custom_id = ?",
+                ((batch_id, job_id, cid) for cid in custom_ids),
+            )
+            conn.execute("UPDATE jobs SET updated_at = ? WHERE job_id = ?", (now, job_id))
+
+    def pending_submissions(self, job_id: str) -> list[SubmissionRecord]:
+        """Create calls that started but whose batch id was never recorded (a crash)."""
+        rows = self._read(
+            "SELECT * FROM submissions WHERE job_id = ? AND batch_id IS NULL ORDER BY id",
+            (job_id,),
+        )
+        return [SubmissionRecord(**dict(row)) for row in rows]
+
+    def abandon_submission(self, submission_id: int) -> None:
+        """Forget a pending submission once it is known no batch was created for it."""
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM submissions WHERE id = ? AND batch_id IS NULL", (submission_id,)
+            )
+
+    def update_batch(
+        self,
+        batch_id: str,
+        processing_status: str,
+        request_counts: dict[str, int],
+        ended_at: str | datetime | None = None,
+    ) -> None:
+        now = _now()
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE batches SET processing_status = ?, request_counts = ?,"
+                " ended_at = COALESCE(?, ended_at), updated_at = ? WHERE batch_id = ?",
+                (processing_status, _dumps(request_counts), _ts(ended_at), now, batch_id),
+            )
+            if cur.rowcount == 0:
+                raise JobNotFoundError(f"no batch {batch_id!r} in the journal at {self.path}")
+            conn.execute(
+                "UPDATE jobs SET updated_at = ? WHERE job_id ="
+                " (SELECT job_id FROM batches WHERE batch_id = ?)",
+                (now, batch_id),
+            )
+
+    def batches(self, job_id: str) -> list[BatchRecord]:
+        rows = self._read(
+            "SELECT * FROM batches WHERE job_id = ? ORDER BY position, created_at", (job_id,)
+        )
+        return [_batch(row) for row in rows]
+
+    def mark_fetched(self, batch_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE batches SET results_fetched = 1, updated_at = ? WHERE batch_id = ?",
+                (_now(), batch_id),
+            )
+
+    # -- results ----------------------------------------------------------------------
+
+    def store_results(self, batch_id: str, items: Iterable[tuple[str, str, bytes]]) -> None:
+        """Store raw result lines ``(custom_id, status, line)``, replacing earlier copies of
+        the same (custom_id, batch_id)."""
+        now = _now()
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO results (custom_id, batch_id, status, line, fetched_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                ((cid, batch_id, status, bytes(line), now) for cid, status, line in items),
+            )
+
+    def cached_results(self, custom_ids: Iterable[str], endpoint: str) -> dict[str, bytes]:
+        """The newest succeeded result line for each of these requests that has one.
+
+        Only results fetched from ``endpoint`` count: an emulator's reply must never
+        answer a request meant for the real API, nor the other way round.
+        """
+        return dict(
+            self._in_chunks(
+                "SELECT r.custom_id, r.line FROM results r"
+                " JOIN batches b ON b.batch_id = r.batch_id JOIN jobs j ON j.job_id = b.job_id",
+                custom_ids,
+                where="r.status = 'succeeded' AND j.endpoint = ?",
+                order="r.fetched_at, r.rowid",
+                args=(_clean_endpoint(endpoint),),
+                column="r.custom_id",
+            )
+        )
+
+    def job_results(self, job_id: str) -> dict[str, bytes]:
+        """For each of the job's requests, the best line known at the job's endpoint: a
+        success (from any job) beats any failure; otherwise the newest."""
+        rows = self._read(
+            "SELECT r.custom_id, r.line FROM job_requests jr JOIN results r USING (custom_id)"
+            " JOIN batches b ON b.batch_id = r.batch_id JOIN jobs rj ON rj.job_id = b.job_id"
+            " JOIN jobs j ON j.job_id = jr.job_id"
+            " WHERE jr.job_id = ? AND rj.endpoint = j.endpoint"
+            " ORDER BY r.status = 'succeeded', r.fetched_at, r.rowid",
+            (job_id,),
+        )
+        return {row[0]: row[1] for row in rows}  # later rows (better ones) win
+
+    def _in_chunks(
+        self,
+        select: str,
+        keys: Iterable[str],
+        where: str = "",
+        order: str = "",
+        args: tuple[Any, ...] = (),
+        column: str = "custom_id",
+    ) -> list[Any]:
+        keys = list(dict.fromkeys(keys))
+        out: list[Any] = []
+        with self._lock:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                sql = f"{select} WHERE {column} IN ({', '.join('?' * len(chunk))})"
+                sql += f" AND {where}" if where else ""
+                sql += f" ORDER BY {order}" if order else ""
+                out += self._db.execute(sql, [*chunk, *args]).fetchall()
+        return out
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    data = dict(row)
+    for key in ("templates", "params", "meta"):
+        data[key] = orjson.loads(data[key])
+    return JobRecord(**data)
+
+
+def _batch(row: sqlite3.Row) -> BatchRecord:
+    data = dict(row)
+    data["request_counts"] = orjson.loads(data["request_counts"])
+    data["results_fetched"] = bool(data["results_fetched"])
+    return BatchRecord(**data)
