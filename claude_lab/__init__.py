@@ -1,10 +1,15 @@
 """claude_lab: Claude over every row of a DataFrame, through the Message Batches API.
 
-``import claude_lab`` registers the ``df.claude`` accessor.
+``import claude_lab`` registers the ``df.claude`` accessor::
+
+    out = df.claude.batch("Question: {question}", model="claude-haiku-4-5")
 """
 
 from __future__ import annotations
 
+import pandas as pd
+
+from claude_lab import accessor as _accessor  # registers df.claude
 from claude_lab._version import __version__
 from claude_lab.errors import (
     ClaudeLabError,
@@ -16,8 +21,21 @@ from claude_lab.errors import (
     RequestTooLargeError,
     TemplateError,
 )
+from claude_lab.export import export, read_provenance
+from claude_lab.job import BatchJob, attach
+
+
+def jobs() -> pd.DataFrame:
+    """The jobs recorded in the journal (``CLAUDE_LAB_HOME``), newest first."""
+    from claude_lab.journal import open_journal
+
+    return open_journal().list_jobs()
+
+
+del _accessor
 
 __all__ = [
+    "BatchJob",
     "ClaudeLabError",
     "ConfigError",
     "InputError",
@@ -27,4 +45,8 @@ __all__ = [
     "RequestTooLargeError",
     "TemplateError",
     "__version__",
+    "attach",
+    "export",
+    "jobs",
+    "read_provenance",
 ]

@@ -1,0 +1,55 @@
+"""The ``df.claude`` accessor: a stateless shell over ``jobs.run``.
+
+pandas builds a new accessor object on every attribute access, so nothing may
+be stored on it; every call goes straight to the core.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from claude_lab import job as job_mod
+
+__all__ = ["ClaudeAccessor"]
+
+
+@pd.api.extensions.register_dataframe_accessor("claude")
+class ClaudeAccessor:
+    """``df.claude.batch(prompt, model=..., ...)``: Claude over every row, via the Batches API."""
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        self._df = df
+
+    def batch(self, prompt: Any, **options: Any) -> pd.DataFrame | job_mod.BatchJob:
+        """Send one request per row as a Message Batch and return the rows with result columns.
+
+        ``prompt`` is a ``{column}`` template, a list of ``{"role", "content"}``
+        templates, or a callable ``row -> str | list[dict] | None``. Options:
+        ``system``, ``model``, ``max_tokens`` (1024), ``temperature``, ``top_p``,
+        ``top_k``, ``stop_sequences``, ``thinking``, ``tools``, ``tool_choice``,
+        ``metadata``, ``params`` (any other Messages field), ``output`` (pydantic
+        model or JSON schema: one column per field), ``parse`` (callable, ``"json"``
+        or a regex), ``name`` (column prefix, ``"claude"``), ``on_missing``
+        (``"skip"``, ``"raise"``, ``"empty"``), ``wait`` (True returns the table,
+        False a :class:`BatchJob` at once), ``progress`` (``"auto"``, ``"widget"``,
+        ``"console"``, None), ``client`` (an ``anthropic.Anthropic``), ``cache``
+        (answer identical past requests from the journal, True), ``poll_interval``
+        and ``prices``.
+
+        The result has the input's index, order and length; every row gets a
+        ``<name>_status``. Nothing is sent if any template or argument is wrong.
+        """
+        return job_mod.run(self._df, prompt, **options)
+
+    async def abatch(self, prompt: Any, **options: Any) -> pd.DataFrame:
+        """``await df.claude.abatch(...)``: the same run, awaited (notebook cells, asyncio)."""
+        options["wait"] = False
+        job = job_mod.run(self._df, prompt, **options)
+        assert isinstance(job, job_mod.BatchJob)
+        return await job
+
+    def estimate(self, prompt: Any, **options: Any) -> dict[str, Any]:
+        """What a run would send and cost at most, without sending anything."""
+        return job_mod.estimate(self._df, prompt, **options)

@@ -1,0 +1,917 @@
+"""BatchJob: one run of rows through the Message Batches API, from submit to result table.
+
+``run()`` checks and renders everything before any request is sent, answers
+what it can from the result cache, re-attaches to an identical job already in
+the journal, and otherwise submits batches. A daemon worker thread then
+polls, fetches each batch's results as soon as it ends, journals them, and
+finally builds the result table. Callers wait on the job's future in short
+slices, so an interrupt stops the waiting and never the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import anthropic
+import httpx2
+import numpy as np
+import orjson
+import pandas as pd
+
+from claude_lab import journal as journal_mod
+from claude_lab import pricing, progress, requests, results, templates
+from claude_lab._version import __version__
+from claude_lab.errors import ConfigError, InputError, JobError, NotReadyError
+
+__all__ = ["BatchJob", "attach", "run"]
+
+TRANSIENT_ERRORS = ("overloaded_error", "api_error", "rate_limit_error", "timeout_error")
+_OUTCOMES = ("succeeded", "errored", "canceled", "expired")
+_COUNT_KEYS = ("processing", *_OUTCOMES)
+_NOT_FOUND_GRACE_S = 60.0  # the API can 404 a batch for a moment right after creating it
+_DOWNLOAD_ATTEMPTS = 5
+_TICK_S = 0.5  # display refresh while waiting between polls
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resolve_client(client: anthropic.Anthropic | None) -> anthropic.Anthropic:
+    """The given client, or one built from the environment; ConfigError if it has no credentials."""
+    if client is not None:
+        if not isinstance(client, anthropic.Anthropic):
+            raise InputError(
+                f"client must be an anthropic.Anthropic instance, got {type(client).__name__}. "
+                "For async code use `await df.claude.abatch(...)` with a sync client."
+            )
+        return client
+    built = anthropic.Anthropic()
+    if not any(
+        getattr(built, attr, None) is not None
+        for attr in ("api_key", "auth_token", "credentials", "_token_cache")
+    ):
+        raise ConfigError(
+            "No Anthropic API key found - set ANTHROPIC_API_KEY (or pass "
+            "client=anthropic.Anthropic(api_key=...)). To try it offline with no key, use the "
+            "emulator: `with claude_lab.emulator.serve() as emu: df.claude.batch(..., "
+            "client=emu.client())`."
+        )
+    return built
+
+
+def _poll_schedule(poll_interval: float | tuple[float, float]) -> tuple[float, float]:
+    if isinstance(poll_interval, (int, float)):
+        first = last = float(poll_interval)
+    else:
+        try:
+            first, last = (float(x) for x in poll_interval)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"poll_interval={poll_interval!r}: pass seconds, or (first, ceiling) seconds."
+            ) from None
+    if not (first > 0 and last >= first):
+        raise InputError(
+            f"poll_interval={poll_interval!r}: seconds must be > 0 and ceiling >= first."
+        )
+    return first, last
+
+
+class _Batch:
+    """What the job knows of one of its batches (mutable, guarded by the job's lock)."""
+
+    __slots__ = ("counts", "created", "fetched", "id", "round", "status", "total")
+
+    def __init__(self, batch_id: str, total: int, round_: int, fetched: bool = False) -> None:
+        self.id = batch_id
+        self.total = total
+        self.round = round_
+        self.status = "in_progress"
+        self.counts: dict[str, int] = {"processing": total, **dict.fromkeys(_OUTCOMES, 0)}
+        self.fetched = fetched
+        self.created = time.monotonic()
+
+
+class BatchJob:
+    """The handle of one run: ids, live counts, wait/result/cancel/retry, and a live display.
+
+    ``await job`` works in a notebook cell and in asyncio programs. Shown in a
+    notebook, the job renders its live widget (or a text/HTML summary where
+    widgets are not available).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: anthropic.Anthropic | None,
+        journal: journal_mod.Journal | None,
+        job_id: str,
+        custom_ids: list[str],
+        params: list[bytes] | None,
+        row_uid: np.ndarray,
+        frame: pd.DataFrame | None,
+        index: pd.Index,
+        config: dict[str, Any],
+        display: progress.Display,
+        poll: tuple[float, float],
+    ) -> None:
+        self.id = job_id
+        self._client = client
+        self._journal = journal
+        self._custom_ids = custom_ids
+        self._params = params
+        self._row_uid = row_uid
+        self._frame = frame
+        self._index = index
+        self._config = config
+        self._display = display
+        self._poll = poll
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._batches: list[_Batch] = []
+        self._round = 0
+        self._acc = results.ResultAccumulator(custom_ids)
+        self._future: concurrent.futures.Future[pd.DataFrame] = concurrent.futures.Future()
+        self._thread: threading.Thread | None = None
+        self._status = "preparing"
+        self._started = time.monotonic()
+        self._counts_move = False
+        self._canceled = False
+        self._error: str | None = None
+        self._cached_rows = 0
+        self._display_handle: Any = None
+
+    @property
+    def _api(self) -> anthropic.Anthropic:
+        assert self._client is not None, "a job with nothing to send makes no API calls"
+        return self._client
+
+    @property
+    def _jnl(self) -> journal_mod.Journal:
+        assert self._journal is not None, "a job with nothing to send has no journal entry"
+        return self._journal
+
+    # -- public surface ----------------------------------------------------------------
+
+    @property
+    def batch_ids(self) -> list[str]:
+        with self._lock:
+            return [b.id for b in self._batches]
+
+    @property
+    def status(self) -> str:
+        """preparing, submitting, in_progress, canceling, fetching, ended, canceled or failed."""
+        return self._status
+
+    @property
+    def request_counts(self) -> dict[str, int]:
+        """The API's request_counts summed over every batch of this job."""
+        with self._lock:
+            return _sum_counts(self._batches)
+
+    @property
+    def cost(self) -> float | None:
+        """Cost in USD at batch prices of the results fetched so far (None before any)."""
+        if not self._acc.filled.any():
+            return None
+        return self._known_cost()
+
+    def done(self) -> bool:
+        """True once the result table is ready (or the job failed)."""
+        return self._future.done()
+
+    def wait(self, timeout: float | None = None) -> BatchJob:
+        """Block until the job is done; Ctrl-C / Kernel Interrupt stops waiting, not the batch."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._future.done():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise NotReadyError(
+                        f"Job {self.id} is still {self._status} after {timeout} s; "
+                        "call job.wait() again later, or check job.status / job.request_counts."
+                    )
+                with contextlib.suppress(concurrent.futures.TimeoutError):
+                    self._future.exception(timeout=0.25 if left is None else min(0.25, left))
+        except KeyboardInterrupt:
+            print(self._interrupt_message(), file=sys.stderr, flush=True)
+            raise
+        return self
+
+    def result(self, timeout: float | None = None) -> pd.DataFrame:
+        """The result table (blocks until ready): input rows in order, plus result columns."""
+        self.wait(timeout)
+        return self._future.result()
+
+    def cancel(self) -> None:
+        """Cancel the job's unfinished batches; finished rows keep their results."""
+        with self._lock:
+            self._canceled = True
+            pending = [b for b in self._batches if b.status != "ended"]
+        for b in pending:
+            with contextlib.suppress(anthropic.NotFoundError):
+                self._api.messages.batches.cancel(b.id)
+        if pending:
+            self._status = "canceling"
+        self._wake.set()
+
+    def retry(
+        self,
+        *,
+        errors: Sequence[str] | None = TRANSIENT_ERRORS,
+        expired: bool = True,
+        canceled: bool = False,
+        missing: bool = True,
+        wait: bool = True,
+    ) -> pd.DataFrame | BatchJob:
+        """Resubmit only the rows that did not succeed and merge their new results in place.
+
+        By default: errored rows with a transient error type (overloaded, api_error,
+        rate_limit, timeout), expired rows and rows with no result. Invalid requests
+        are not resubmitted (they would fail again); ``errors=None`` retries every
+        errored row; ``canceled=True`` adds canceled rows.
+        """
+        self.wait()
+        if self._future.exception() is not None:
+            raise JobError(f"Job {self.id} failed ({self._error}); nothing to retry.")
+        uids = self._acc.retry_candidates(
+            errors=errors, expired=expired, canceled=canceled, missing=missing
+        )
+        if len(uids) == 0:
+            return self.result() if wait else self
+        params = self._request_params()
+        lines = [_line(self._custom_ids[u], params[u]) for u in range(len(self._custom_ids))]
+        chunks = requests.split(lines, uids)
+        self._acc.forget(uids)
+        with self._lock:
+            self._round += 1
+            self._future = concurrent.futures.Future()
+            self._canceled = False
+        self._start(lambda: self._submit(lines, chunks))
+        return self.result() if wait else self
+
+    def __await__(self) -> Generator[Any, None, pd.DataFrame]:
+        return asyncio.wrap_future(self._future).__await__()
+
+    def __repr__(self) -> str:
+        counts = " ".join(f"{k}={v}" for k, v in self.request_counts.items() if v)
+        return f"<BatchJob {self.id} {self._status} batches={len(self._batches)} {counts}>"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return progress.mimebundle(self.snapshot(), getattr(self._display, "widget", None))
+
+    # -- preparing a run ----------------------------------------------------------------
+
+    def _prepare(
+        self, attached: bool, cache: bool, lines: list[bytes] | None
+    ) -> Callable[[], None] | None:
+        """Load what the journal already knows; return the submit step, if any is needed."""
+        acc = self._acc
+        if attached:
+            acc.begin_pass(batch_id=None)
+            for line in self._jnl.job_results(self.id).values():
+                acc.feed(line)
+            for rec in self._jnl.batches(self.id):
+                b = _Batch(rec.batch_id, rec.request_count, 0, fetched=bool(rec.results_fetched))
+                b.status = rec.processing_status
+                b.counts = {k: int(rec.request_counts.get(k, 0)) for k in _COUNT_KEYS}
+                self._batches.append(b)
+        if cache:
+            wanted = [c for u, c in enumerate(self._custom_ids) if not acc.filled[u]]
+            for cid, line in self._jnl.cached_results(wanted, self._config["endpoint"]).items():
+                acc.feed_cached(cid, line)
+            self._cached_rows = int(np.isin(self._row_uid, np.flatnonzero(acc.cached)).sum())
+        if attached or lines is None:
+            return None
+        todo = np.flatnonzero(~acc.filled)
+        if len(todo) == 0:
+            return None
+        chunks = requests.split(lines, todo)
+        self._config["estimated_cost_usd"] = pricing.estimate_cost(
+            str(self._config["model"]),
+            sum(len(lines[u]) for u in todo) // 4,
+            int(self._config["params"].get("max_tokens", 0)) * len(todo),
+        )
+        return lambda: self._submit(lines, chunks)
+
+    def _finish_call(self, wait: bool) -> pd.DataFrame | BatchJob:
+        if not wait:
+            return self
+        df = self.result()
+        if self._display_handle is not None:
+            self._display_handle.update(self)
+        return df
+
+    # -- state --------------------------------------------------------------------------
+
+    def snapshot(self) -> progress.Snapshot:
+        """The immutable state displays render."""
+        with self._lock:
+            current = [b for b in self._batches if b.round == self._round]
+            counts = _sum_counts(current)
+            requests_n = sum(b.total for b in current)
+        known = self._known_cost() if self._acc.filled.any() else None
+        return progress.Snapshot(
+            job_id=self.id,
+            batch_ids=tuple(self.batch_ids),
+            status=self._status,
+            counts=counts,
+            requests=requests_n,
+            rows=len(self._row_uid),
+            cached=self._cached_rows,
+            skipped=int((self._row_uid < 0).sum()),
+            elapsed=time.monotonic() - self._started,
+            counts_move=self._counts_move,
+            cost_usd=known,
+            estimated_cost_usd=self._config.get("estimated_cost_usd"),
+            error=self._error,
+            done=self._future.done(),
+        )
+
+    def _known_cost(self) -> float:
+        return float(self._acc.cost(self._config.get("prices")))
+
+    def _interrupt_message(self) -> str:
+        return (
+            f"\nStopped waiting for job {self.id}. Its batches keep running at Anthropic and "
+            "nothing is lost or paid twice. Get the results later with\n"
+            f"    job = claude_lab.attach({self.id!r}); df = job.result()\n"
+            "or re-run the same cell (it re-attaches instead of submitting again), or from a "
+            f"shell: claude-lab wait {self.id}"
+        )
+
+    # -- the worker ---------------------------------------------------------------------
+
+    def _start(self, first_step: Callable[[], None] | None = None) -> None:
+        self._started = time.monotonic()
+        self._thread = threading.Thread(
+            target=self._work, args=(first_step,), name=f"claude_lab-{self.id}", daemon=True
+        )
+        self._thread.start()
+
+    def _work(self, first_step: Callable[[], None] | None) -> None:
+        future = self._future
+        try:
+            if first_step is not None:
+                first_step()
+            self._follow()
+            df = self._build()
+            self._status = "canceled" if self._canceled else "ended"
+            self._jnl.set_job_status(self.id, self._status)
+            self._display.close(self.snapshot())  # before resolving, so waiters see the final state
+            future.set_result(df)
+        except BaseException as exc:  # the waiting thread re-raises it
+            self._status = "failed"
+            self._error = f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                self._jnl.set_job_status(self.id, "failed")
+            with contextlib.suppress(Exception):
+                self._display.close(self.snapshot())
+            future.set_exception(exc)
+
+    def _submit(self, lines: Sequence[bytes], chunks: Sequence[requests.Chunk]) -> None:
+        self._status = "submitting"
+        self._display.update(self.snapshot())
+        for k, chunk in enumerate(chunks):
+            body = requests.batch_body(lines, chunk)
+            sub = self._jnl.begin_submission(self.id, k, len(chunk.uids), len(body))
+            batch = self._api.post(
+                "/v1/messages/batches",
+                cast_to=anthropic.types.messages.MessageBatch,
+                content=body,
+                options={"headers": {"Content-Type": "application/json"}},
+            )
+            del body
+            self._jnl.finish_submission(
+                sub,
+                batch.id,
+                _iso(batch.created_at),
+                _iso(batch.expires_at),
+                [self._custom_ids[u] for u in chunk.uids],
+            )
+            with self._lock:
+                self._batches.append(_Batch(batch.id, len(chunk.uids), self._round))
+            self._display.update(self.snapshot())
+
+    def _follow(self) -> None:
+        """Poll until every batch has ended and its results are fetched."""
+        first, ceiling = self._poll
+        interval = first
+        next_poll = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_poll:
+                self._poll_once()
+                next_poll = time.monotonic() + interval
+                interval = min(ceiling, interval * 1.5)
+            with self._lock:
+                pending = [b for b in self._batches if not b.fetched]
+            if not pending:
+                return
+            self._status = (
+                "canceling"
+                if self._canceled
+                else ("in_progress" if any(b.status != "ended" for b in pending) else "fetching")
+            )
+            self._display.update(self.snapshot())
+            if self._wake.wait(timeout=max(0.0, min(_TICK_S, next_poll - time.monotonic()))):
+                self._wake.clear()
+                next_poll = 0.0
+
+    def _poll_once(self) -> None:
+        with self._lock:
+            pending = [b for b in self._batches if not b.fetched]
+        for b in pending:
+            if b.status != "ended":
+                try:
+                    mb = self._api.messages.batches.retrieve(b.id)
+                except anthropic.NotFoundError:
+                    if time.monotonic() - b.created < _NOT_FOUND_GRACE_S:
+                        continue
+                    raise
+                rc = mb.request_counts
+                with self._lock:
+                    b.status = mb.processing_status
+                    b.counts = {k: int(getattr(rc, k, 0) or 0) for k in _COUNT_KEYS}
+                    if b.status != "ended" and any(b.counts[k] for k in _OUTCOMES):
+                        self._counts_move = True
+                self._jnl.update_batch(
+                    b.id, b.status, b.counts, _iso(mb.ended_at) if mb.ended_at else None
+                )
+            if b.status == "ended":
+                self._status = "fetching"
+                self._display.update(self.snapshot())
+                self._download(b)
+
+    def _download(self, b: _Batch) -> None:
+        """Stream one batch's results into the accumulator and the journal; resume on drops."""
+        last_exc: Exception | None = None
+        for _ in range(_DOWNLOAD_ATTEMPTS):
+            self._acc.begin_pass(batch_id=b.id)
+            buffer: list[tuple[str, str, bytes]] = []
+            try:
+                with self._api.messages.batches.with_streaming_response.results(b.id) as resp:
+                    for line in results.iter_lines(resp.iter_bytes()):
+                        u = self._acc.feed(line)
+                        if u >= 0:
+                            buffer.append((self._custom_ids[u], self._acc.status_of(u), line))
+                            if len(buffer) >= 20_000:
+                                self._jnl.store_results(b.id, buffer)
+                                buffer = []
+                self._jnl.store_results(b.id, buffer)
+                break
+            except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
+                # Keep what arrived; the next pass skips ids already filled.
+                self._jnl.store_results(b.id, buffer)
+                last_exc = exc
+                time.sleep(0.2)
+            except anthropic.AnthropicError as exc:
+                if "results_url" in str(exc) or isinstance(exc, anthropic.NotFoundError):
+                    # Archived (29 days) or gone: what the journal holds is all there is.
+                    last_exc = None
+                    break
+                raise
+        else:
+            raise JobError(
+                f"The results of batch {b.id} could not be downloaded after "
+                f"{_DOWNLOAD_ATTEMPTS} attempts ({last_exc}). Nothing is lost: run "
+                f"`claude_lab.attach({self.id!r}).result()` to try again."
+            )
+        if self._acc.unknown or self._acc.duplicates:
+            import warnings
+
+            warnings.warn(
+                f"Batch {b.id}: ignored {self._acc.unknown} result line(s) with an unknown "
+                f"custom_id and {self._acc.duplicates} duplicate(s).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self._jnl.mark_fetched(b.id)
+        with self._lock:
+            b.fetched = True
+
+    def _request_params(self) -> list[bytes]:
+        if self._params is None:
+            stored = self._jnl.get_request_params(self._custom_ids)
+            self._params = [stored[c] for c in self._custom_ids]
+        return self._params
+
+    def _build(self) -> pd.DataFrame:
+        cfg = self._config
+        cols = self._acc.columns(
+            self._row_uid,
+            prefix=cfg["name"],
+            output=cfg.get("output"),
+            parse=cfg.get("parse"),
+            prices=cfg.get("prices"),
+        )
+        out = (
+            self._frame.copy(deep=False)
+            if self._frame is not None
+            else pd.DataFrame(index=self._index)
+        )
+        for key, values in cols.items():
+            out[key] = values
+        status = cols[f"{cfg['name']}_status"]
+        totals = {str(k): int(v) for k, v in pd.Series(status).value_counts().items()}
+        out.attrs["claude_lab"] = {
+            "job_id": self.id,
+            "package": f"claude-lab {__version__}",
+            "model": cfg["model"],
+            "templates": cfg["templates"],
+            "params": cfg["params"],
+            "name": cfg["name"],
+            "batch_ids": self.batch_ids,
+            "endpoint": cfg["endpoint"],
+            "created_at": cfg["created_at"],
+            "finished_at": _now(),
+            "rows": len(out),
+            "requests": len(self._custom_ids),
+            "status_counts": totals,
+            "cost_usd": float(pd.Series(cols[f"{cfg['name']}_cost_usd"]).sum()),
+        }
+        return out
+
+
+def _line(custom_id: str, params: bytes) -> bytes:
+    return b'{"custom_id":"' + custom_id.encode() + b'","params":' + params + b"}"
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value)
+
+
+def _sum_counts(batches: Sequence[_Batch]) -> dict[str, int]:
+    total = dict.fromkeys(_COUNT_KEYS, 0)
+    for b in batches:
+        for k in _COUNT_KEYS:
+            total[k] += b.counts.get(k, 0)
+    return total
+
+
+# -- building a run -----------------------------------------------------------------------
+
+_SETTINGS = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "thinking",
+    "tools",
+    "tool_choice",
+    "metadata",
+)
+
+
+def _output_config(output: Any) -> dict[str, Any] | None:
+    if output is None:
+        return None
+    try:
+        schema = anthropic.transform_schema(output)
+    except Exception as exc:
+        raise InputError(
+            f"output= must be a pydantic model class or a JSON-schema dict ({exc})."
+        ) from exc
+    return {"format": {"type": "json_schema", "schema": schema}}
+
+
+def build_params(
+    model: str | None, settings: Mapping[str, Any], extra: Mapping[str, Any] | None, output: Any
+) -> dict[str, Any]:
+    """The Messages params every row shares, checked before anything is sent."""
+    if not isinstance(model, str) or not model:
+        raise InputError(
+            "Pass model=..., e.g. model='claude-haiku-4-5'. Known models: "
+            + ", ".join(pricing.known_models())
+        )
+    base: dict[str, Any] = {"model": model}
+    for key in _SETTINGS:
+        value = settings.get(key)
+        if value is not None:
+            base[key] = value
+    mt = base.get("max_tokens")
+    if not isinstance(mt, int) or isinstance(mt, bool) or mt < 1:
+        raise InputError(f"max_tokens must be a whole number >= 1, got {mt!r}.")
+    temp = base.get("temperature")
+    if temp is not None and not (isinstance(temp, (int, float)) and 0 <= temp <= 1):
+        raise InputError(f"temperature must be between 0 and 1, got {temp!r}.")
+    stops = base.get("stop_sequences")
+    if stops is not None and (isinstance(stops, str) or not all(isinstance(s, str) for s in stops)):
+        raise InputError("stop_sequences must be a list of strings.")
+    if stops is not None:
+        base["stop_sequences"] = list(stops)
+    if extra:
+        if not isinstance(extra, Mapping):
+            raise InputError("params= must be a dict of extra Messages API fields.")
+        clash = sorted(set(extra) & (set(base) | {"messages", "system", "stream"}))
+        if clash:
+            raise InputError(
+                f"params= repeats {clash}; pass those as keyword arguments instead "
+                "(messages and system come from the templates; batches cannot stream)."
+            )
+        base.update(extra)
+    oc = _output_config(output)
+    if oc is not None:
+        base["output_config"] = {**base.get("output_config", {}), **oc}
+    try:
+        orjson.dumps(base)
+    except TypeError as exc:
+        raise InputError(f"The request settings are not JSON-serialisable: {exc}.") from None
+    return base
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything checked and rendered for a run, before any request is sent."""
+
+    df: pd.DataFrame
+    encoded: requests.Encoded
+    chunks: list[requests.Chunk]
+    config: dict[str, Any]
+    cache: bool
+    poll: tuple[float, float]
+    make_display: Callable[[Callable[[], None] | None], progress.Display]
+
+
+def plan(
+    df: pd.DataFrame,
+    prompt: templates.PromptArg,
+    *,
+    system: Any = None,
+    model: str | None = None,
+    max_tokens: int = 1024,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    stop_sequences: Sequence[str] | None = None,
+    thinking: Mapping[str, Any] | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    tool_choice: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    output: Any = None,
+    parse: Callable[[str], Any] | str | None = None,
+    name: str = "claude",
+    on_missing: templates.OnMissing = "skip",
+    progress: str | None = "auto",
+    cache: bool = True,
+    poll_interval: float | tuple[float, float] = (1.0, 30.0),
+    prices: Mapping[str, tuple[float, float]] | None = None,
+) -> Plan:
+    """Check every argument and template, render and encode every row; send nothing."""
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(f"Expected a pandas DataFrame, got {type(df).__name__}.")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise InputError(f"name={name!r} must be a valid identifier such as 'claude'.")
+    if not isinstance(cache, bool):
+        raise InputError(f"cache must be True or False, got {cache!r}.")
+    if parse is not None and not (callable(parse) or isinstance(parse, str)):
+        raise InputError("parse= must be a callable, 'json', or a regular expression string.")
+    if isinstance(parse, str) and parse != "json":
+        try:
+            re.compile(parse)
+        except re.error as exc:
+            raise InputError(f"parse={parse!r} is not a valid regular expression: {exc}.") from None
+    poll = _poll_schedule(poll_interval)
+    make_display = progress_choice(progress)
+    settings = {
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "stop_sequences": stop_sequences,
+        "thinking": thinking,
+        "tools": tools,
+        "tool_choice": tool_choice,
+        "metadata": metadata,
+    }
+    base = build_params(model, settings, params, output)
+    compiled = templates.compile_prompt(prompt, system)
+    rendered = templates.render(df, compiled, base, on_missing)
+    encoded = requests.encode(rendered.params)
+    labels_by_uid: list[Any] = [None] * len(encoded.custom_ids)
+    for i in np.flatnonzero(encoded.row_uid >= 0)[::-1]:
+        labels_by_uid[encoded.row_uid[i]] = df.index[i]
+    # Every request must fit before anything is sent, even those the cache may answer.
+    chunks = requests.split(encoded.lines, np.arange(len(encoded.lines)), row_labels=labels_by_uid)
+    config: dict[str, Any] = {
+        "name": name,
+        "model": model,
+        "output": output,
+        "parse": parse,
+        "prices": prices,
+        "templates": compiled.describe(),
+        "params": {k: v for k, v in base.items() if k != "model"},
+        "created_at": _now(),
+        "estimated_cost_usd": None,
+        "endpoint": None,
+    }
+    return Plan(df, encoded, chunks, config, cache, poll, make_display)
+
+
+def estimate(df: pd.DataFrame, prompt: templates.PromptArg, **options: Any) -> dict[str, Any]:
+    """What ``run`` would send: rows, unique requests, batches, bytes, and an upper-bound cost.
+
+    Input tokens are estimated at four characters per token; output at ``max_tokens``
+    per request, so the cost is a ceiling (batch prices; the cache is not consulted).
+    """
+    options.pop("wait", None)
+    options.pop("client", None)
+    p = plan(df, prompt, **options)
+    n = len(p.encoded.custom_ids)
+    in_tokens = sum(len(x) for x in p.encoded.params) // 4
+    out_tokens = int(p.config["params"].get("max_tokens", 0)) * n
+    return {
+        "rows": len(df),
+        "skipped": int((p.encoded.row_uid < 0).sum()),
+        "requests": n,
+        "batches": len(p.chunks),
+        "bytes": sum(c.body_bytes for c in p.chunks),
+        "input_tokens_estimate": in_tokens,
+        "max_output_tokens": out_tokens,
+        "max_cost_usd": pricing.estimate_cost(str(p.config["model"]), in_tokens, out_tokens),
+    }
+
+
+def run(
+    df: pd.DataFrame,
+    prompt: templates.PromptArg,
+    *,
+    wait: bool = True,
+    client: anthropic.Anthropic | None = None,
+    **options: Any,
+) -> pd.DataFrame | BatchJob:
+    """Run every row of ``df`` through the Message Batches API; see ``DataFrame.claude.batch``."""
+    if not isinstance(wait, bool):
+        raise InputError(f"wait must be True or False, got {wait!r}.")
+    p = plan(df, prompt, **options)
+    encoded, config = p.encoded, p.config
+    if not encoded.custom_ids:  # empty frame, or every row skipped: nothing to send
+        job = BatchJob(
+            client=None,
+            journal=None,
+            job_id="job_empty",
+            custom_ids=[],
+            params=[],
+            row_uid=encoded.row_uid,
+            frame=df,
+            index=df.index,
+            config=config,
+            display=p.make_display(None),
+            poll=p.poll,
+        )
+        job._future.set_result(job._build())
+        job._status = "ended"
+        return job.result() if wait else job
+
+    client = resolve_client(client)
+    endpoint = str(client.base_url)
+    config["endpoint"] = endpoint
+    jnl = journal_mod.open_journal()
+    fp = requests.fingerprint(encoded.custom_ids, endpoint + ("" if p.cache else "#nocache"))
+    existing = jnl.find_job(fp, endpoint)
+    if existing is not None and existing.status == "canceled":
+        existing = None  # a canceled run is re-run on purpose: send what is not cached
+    if existing is not None:
+        job_id = existing.job_id
+    else:
+        job_id = jnl.create_job(
+            fingerprint=fp,
+            endpoint=endpoint,
+            model=str(config["model"]),
+            templates=config["templates"],
+            params=config["params"],
+            name=config["name"],
+            row_count=len(df),
+            request_count=len(encoded.custom_ids),
+            package_version=__version__,
+            meta={"cache": p.cache},
+        )
+        jnl.add_rows(
+            job_id,
+            list(df.index),
+            [encoded.custom_ids[u] if u >= 0 else None for u in encoded.row_uid],
+        )
+        jnl.add_requests(job_id, encoded.custom_ids, encoded.params)
+
+    holder: list[BatchJob] = []
+    display = p.make_display(lambda: holder[0].cancel())
+    job = BatchJob(
+        client=client,
+        journal=jnl,
+        job_id=job_id,
+        custom_ids=encoded.custom_ids,
+        params=encoded.params,
+        row_uid=encoded.row_uid,
+        frame=df,
+        index=df.index,
+        config=config,
+        display=display,
+        poll=p.poll,
+    )
+    holder.append(job)
+    step = job._prepare(existing is not None, p.cache, encoded.lines)
+    _show(job, display)
+    job._start(step)
+    return job._finish_call(wait)
+
+
+def progress_choice(choice: str | None) -> Callable[[Callable[[], None] | None], progress.Display]:
+    """Validate ``progress=`` now (before sending); build the display later."""
+    if choice not in ("auto", "widget", "console", None):
+        raise InputError(f"progress={choice!r} is not one of 'auto', 'widget', 'console' or None.")
+
+    def make(on_cancel: Callable[[], None] | None) -> progress.Display:
+        return progress.make_display(choice, on_cancel=on_cancel or (lambda: None))
+
+    return make
+
+
+def _show(job: BatchJob, display: progress.Display) -> None:
+    if getattr(display, "widget", None) is None:
+        return
+    from IPython.display import display as ipy_display
+
+    job._display_handle = ipy_display(job, display_id=True)
+
+
+def attach(
+    job_or_batch_id: str,
+    *,
+    client: anthropic.Anthropic | None = None,
+    frame: pd.DataFrame | None = None,
+    progress: str | None = "auto",
+    poll_interval: float | tuple[float, float] = (1.0, 30.0),
+) -> BatchJob:
+    """Re-attach to a recorded job (by job id, a prefix of one, or any of its batch ids).
+
+    The job keeps polling and fetching where it left off; ``job.result()`` rebuilds the
+    full table from the journal, on top of ``frame`` (the original input) if given, or
+    on the stored row index otherwise. Nothing already submitted is submitted again.
+    """
+    jnl = journal_mod.open_journal()
+    rec = jnl.get_job(job_or_batch_id)
+    labels, row_cids = jnl.get_rows(rec.job_id)
+    custom_ids = list(dict.fromkeys(c for c in row_cids if c is not None))
+    pos = {c: u for u, c in enumerate(custom_ids)}
+    row_uid = np.fromiter(
+        (pos[c] if c is not None else -1 for c in row_cids), dtype=np.int64, count=len(row_cids)
+    )
+    if frame is not None and len(frame) != len(row_uid):
+        raise InputError(
+            f"frame has {len(frame)} rows but job {rec.job_id} was run on {len(row_uid)}; "
+            "pass the original DataFrame, or no frame to rebuild from the stored rows."
+        )
+    index = frame.index if frame is not None else _index_from_labels(labels)
+    if client is None:
+        client = resolve_client(None)
+    config: dict[str, Any] = {
+        "name": rec.name,
+        "model": rec.model,
+        "output": None,
+        "parse": None,
+        "prices": None,
+        "templates": rec.templates,
+        "params": rec.params,
+        "created_at": rec.created_at,
+        "endpoint": rec.endpoint,
+        "estimated_cost_usd": None,
+    }
+    holder: list[BatchJob] = []
+    display = progress_choice(progress)(lambda: holder[0].cancel())
+    job = BatchJob(
+        client=client,
+        journal=jnl,
+        job_id=rec.job_id,
+        custom_ids=custom_ids,
+        params=None,
+        row_uid=row_uid,
+        frame=frame,
+        index=index,
+        config=config,
+        display=display,
+        poll=_poll_schedule(poll_interval),
+    )
+    holder.append(job)
+    step = job._prepare(True, bool(rec.meta.get("cache", True)), None)
+    job._start(step)
+    return job
+
+
+def _index_from_labels(labels: Sequence[Any]) -> pd.Index:
+    if labels and all(isinstance(x, (tuple, list)) for x in labels):
+        return pd.MultiIndex.from_tuples([tuple(x) for x in labels])
+    return pd.Index(list(labels))

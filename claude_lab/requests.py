@@ -1,0 +1,144 @@
+"""Request identity and batch packing: canonical bytes, content-hash custom_ids, splitting.
+
+A request's custom_id is ``"r" + blake2b-128(canonical params)``: valid for the
+API, never derived from the DataFrame index, equal for identical requests (so
+they are sent once) and usable as the result-cache key. Batch bodies are built
+from the exact bytes that will be sent, so the 256 MB limit is measured, not
+guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import Any
+
+import numpy as np
+import orjson
+
+from claude_lab.errors import RequestTooLargeError
+
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_REQUESTS",
+    "Chunk",
+    "Encoded",
+    "batch_body",
+    "encode",
+    "fingerprint",
+    "split",
+]
+
+MAX_BATCH_REQUESTS = 100_000
+MAX_BATCH_BYTES = 256 * 1024 * 1024
+_BODY_OPEN = b'{"requests":['
+_BODY_CLOSE = b"]}"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """The unique requests of a run and how rows map onto them."""
+
+    custom_ids: list[str]  # unique, first-seen order; index u
+    lines: list[bytes]  # batch request line per u
+    params: list[bytes]  # canonical params bytes per u (stored in the journal)
+    row_uid: np.ndarray  # int64 per row: u, or -1 for a skipped row
+
+
+def encode(params: Sequence[dict[str, Any] | None]) -> Encoded:
+    """Canonically encode each row's params, hash them, and deduplicate identical requests."""
+    ids: list[str] = []
+    lines: list[bytes] = []
+    blobs: list[bytes] = []
+    seen: dict[str, int] = {}
+    row_uid = np.full(len(params), -1, dtype=np.int64)
+    dumps = orjson.dumps
+    sort = orjson.OPT_SORT_KEYS
+    for i, p in enumerate(params):
+        if p is None:
+            continue
+        blob = dumps(p, option=sort)
+        cid = "r" + blake2b(blob, digest_size=16).hexdigest()
+        u = seen.get(cid)
+        if u is None:
+            u = seen[cid] = len(ids)
+            ids.append(cid)
+            blobs.append(blob)
+            lines.append(b'{"custom_id":"' + cid.encode() + b'","params":' + blob + b"}")
+        row_uid[i] = u
+    return Encoded(ids, lines, blobs, row_uid)
+
+
+def fingerprint(custom_ids: Sequence[str], endpoint: str) -> str:
+    """The identity of a run: its set of requests and where they go (order-free)."""
+    h = blake2b(digest_size=16)
+    h.update(endpoint.encode())
+    for cid in sorted(custom_ids):
+        h.update(b"\n" + cid.encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One batch's worth of requests: positions u into Encoded, and the body size in bytes."""
+
+    uids: np.ndarray
+    body_bytes: int
+
+
+def split(
+    lines: Sequence[bytes],
+    uids: Sequence[int] | np.ndarray,
+    *,
+    row_labels: Sequence[Any] | None = None,
+    max_requests: int | None = None,
+    max_bytes: int | None = None,
+) -> list[Chunk]:
+    """Cut the requests ``uids`` into batches under the count and byte limits, in order.
+
+    ``row_labels`` (per u) names the offending rows when one request cannot fit
+    in a batch on its own; that is raised before anything is sent.
+    """
+    max_requests = MAX_BATCH_REQUESTS if max_requests is None else max_requests
+    max_bytes = MAX_BATCH_BYTES if max_bytes is None else max_bytes
+    overhead = len(_BODY_OPEN) + len(_BODY_CLOSE)
+    uids = np.asarray(uids, dtype=np.int64)
+    sizes = np.fromiter((len(lines[u]) for u in uids), dtype=np.int64, count=len(uids))
+    too_big = np.flatnonzero(sizes + overhead > max_bytes)
+    if len(too_big):
+        where = [
+            repr(row_labels[uids[k]]) if row_labels is not None else f"request {int(uids[k])}"
+            for k in too_big[:5]
+        ]
+        more = f" and {len(too_big) - 5} more" if len(too_big) > 5 else ""
+        raise RequestTooLargeError(
+            f"{len(too_big)} request(s) exceed the batch size limit of {max_bytes:,} bytes "
+            f"on their own (rows {', '.join(where)}{more}; largest "
+            f"{int(sizes[too_big].max()):,} bytes). Shorten those rows' prompts or drop them; "
+            "nothing was sent."
+        )
+    chunks: list[Chunk] = []
+    start = 0
+    total = overhead
+    for k in range(len(uids)):
+        add = int(sizes[k]) + (1 if k > start else 0)  # comma between lines
+        if k > start and (k - start >= max_requests or total + add > max_bytes):
+            chunks.append(Chunk(uids[start:k], total))
+            start, total, add = k, overhead, int(sizes[k])
+        total += add
+    if len(uids):
+        chunks.append(Chunk(uids[start:], total))
+    return chunks
+
+
+def batch_body(lines: Sequence[bytes], chunk: Chunk) -> bytes:
+    """The exact create-call body for one chunk."""
+    body = _BODY_OPEN + b",".join(lines[u] for u in chunk.uids) + _BODY_CLOSE
+    assert len(body) == chunk.body_bytes
+    return body
+
+
+def iter_bodies(lines: Sequence[bytes], chunks: Sequence[Chunk]) -> Iterator[bytes]:
+    for chunk in chunks:
+        yield batch_body(lines, chunk)
