@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import re
 import sys
 import threading
@@ -56,7 +57,13 @@ def resolve_client(client: anthropic.Anthropic | None) -> anthropic.Anthropic:
                 "For async code use `await df.claude.abatch(...)` with a sync client."
             )
         return client
-    built = anthropic.Anthropic()
+    try:
+        built = anthropic.Anthropic()
+    except Exception as exc:  # e.g. a broken credentials profile in the environment
+        raise ConfigError(
+            f"Could not build an Anthropic client from the environment ({exc}). Set "
+            "ANTHROPIC_API_KEY or pass client=anthropic.Anthropic(api_key=...)."
+        ) from exc
     if not any(
         getattr(built, attr, None) is not None
         for attr in ("api_key", "auth_token", "credentials", "_token_cache")
@@ -297,20 +304,28 @@ class BatchJob:
         if len(todo) == 0:
             return None
         chunks = requests.split(lines, todo)
-        self._config["estimated_cost_usd"] = pricing.estimate_cost(
-            str(self._config["model"]),
-            sum(len(lines[u]) for u in todo) // 4,
-            int(self._config["params"].get("max_tokens", 0)) * len(todo),
+        self._config["estimated_cost_usd"] = _estimate(
+            self._config, sum(len(lines[u]) for u in todo) // 4, len(todo)
         )
         return lambda: self._submit(lines, chunks)
 
     def _finish_call(self, wait: bool) -> pd.DataFrame | BatchJob:
-        if not wait:
-            return self
-        df = self.result()
+        # The worker refreshes the notebook output's fallbacks when the job ends.
+        return self.result() if wait else self
+
+    def _close_display(self) -> None:
+        """The display's final render, then the text/html fallbacks of the notebook output.
+
+        Runs on the worker before the future resolves: the snapshot says done (the
+        widget's success / warning / danger style needs it), and while a cell is
+        waiting on the job the refreshed output lands in that cell, in order. For a
+        ``wait=False`` job it also refreshes the output of the cell that showed it
+        (nbclient / nbconvert apply it wherever it arrives).
+        """
+        self._display.close(dataclasses.replace(self.snapshot(), done=True))
         if self._display_handle is not None:
-            self._display_handle.update(self)
-        return df
+            with contextlib.suppress(Exception):
+                self._display_handle.update(self)
 
     # -- state --------------------------------------------------------------------------
 
@@ -368,7 +383,7 @@ class BatchJob:
             df = self._build()
             self._status = "canceled" if self._canceled else "ended"
             self._jnl.set_job_status(self.id, self._status)
-            self._display.close(self.snapshot())  # before resolving, so waiters see the final state
+            self._close_display()  # before resolving, so waiters see the final state
             future.set_result(df)
         except BaseException as exc:  # the waiting thread re-raises it
             self._status = "failed"
@@ -376,7 +391,7 @@ class BatchJob:
             with contextlib.suppress(Exception):
                 self._jnl.set_job_status(self.id, "failed")
             with contextlib.suppress(Exception):
-                self._display.close(self.snapshot())
+                self._close_display()
             future.set_exception(exc)
 
     def _submit(self, lines: Sequence[bytes], chunks: Sequence[requests.Chunk]) -> None:
@@ -541,6 +556,15 @@ class BatchJob:
             "cost_usd": float(pd.Series(cols[f"{cfg['name']}_cost_usd"]).sum()),
         }
         return out
+
+
+def _estimate(config: Mapping[str, Any], input_tokens: int, n: int) -> float | None:
+    """Upper-bound cost of sending n requests (4 characters a token); None for unknown models."""
+    model, prices = str(config["model"]), config.get("prices")
+    if pricing.resolve_price(model, prices) is None:
+        return None
+    max_out = int(config["params"].get("max_tokens", 0)) * n
+    return pricing.estimate_cost(model, input_tokens, max_out, requests=max(n, 1), prices=prices)
 
 
 def _line(custom_id: str, params: bytes) -> bytes:
@@ -742,7 +766,7 @@ def estimate(df: pd.DataFrame, prompt: templates.PromptArg, **options: Any) -> d
         "bytes": sum(c.body_bytes for c in p.chunks),
         "input_tokens_estimate": in_tokens,
         "max_output_tokens": out_tokens,
-        "max_cost_usd": pricing.estimate_cost(str(p.config["model"]), in_tokens, out_tokens),
+        "max_cost_usd": _estimate(p.config, in_tokens, n),
     }
 
 

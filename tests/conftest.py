@@ -1,0 +1,24 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from claude_lab.emulator import Emulator, serve
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own journal, and no real credentials: nothing can reach the API."""
+    monkeypatch.setenv("CLAUDE_LAB_HOME", str(tmp_path_factory.mktemp("claude_lab_home")))
+    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    """A running emulator whose clock stands still until the test advances it."""
+    with serve(speed=0) as emulator:
+        yield emulator
