@@ -32,7 +32,7 @@ import pandas as pd
 from claude_lab import journal as journal_mod
 from claude_lab import pricing, progress, requests, results, templates
 from claude_lab._version import __version__
-from claude_lab.errors import ConfigError, InputError, JobError, NotReadyError
+from claude_lab.errors import ConfigError, InputError, JobError, JobNotFoundError, NotReadyError
 
 __all__ = ["BatchJob", "attach", "run"]
 
@@ -42,6 +42,7 @@ _COUNT_KEYS = ("processing", *_OUTCOMES)
 _NOT_FOUND_GRACE_S = 60.0  # the API can 404 a batch for a moment right after creating it
 _DOWNLOAD_ATTEMPTS = 5
 _TICK_S = 0.5  # display refresh while waiting between polls
+_CLOCK_SKEW_S = 120.0  # tolerated difference between our clock and the API's created_at
 
 
 def _now() -> str:
@@ -279,10 +280,8 @@ class BatchJob:
 
     # -- preparing a run ----------------------------------------------------------------
 
-    def _prepare(
-        self, attached: bool, cache: bool, lines: list[bytes] | None
-    ) -> Callable[[], None] | None:
-        """Load what the journal already knows; return the submit step, if any is needed."""
+    def _prepare(self, attached: bool, cache: bool) -> None:
+        """Load what the journal already knows: this job's batches and results, the cache."""
         acc = self._acc
         if attached:
             acc.begin_pass(batch_id=None)
@@ -298,16 +297,10 @@ class BatchJob:
             for cid, line in self._jnl.cached_results(wanted, self._config["endpoint"]).items():
                 acc.feed_cached(cid, line)
             self._cached_rows = int(np.isin(self._row_uid, np.flatnonzero(acc.cached)).sum())
-        if attached or lines is None:
-            return None
-        todo = np.flatnonzero(~acc.filled)
-        if len(todo) == 0:
-            return None
-        chunks = requests.split(lines, todo)
-        self._config["estimated_cost_usd"] = _estimate(
-            self._config, sum(len(lines[u]) for u in todo) // 4, len(todo)
-        )
-        return lambda: self._submit(lines, chunks)
+        todo = self._uncarried()
+        if len(todo) and self._params is not None:
+            chars = sum(len(self._params[u]) for u in todo)
+            self._config["estimated_cost_usd"] = _estimate(self._config, chars // 4, len(todo))
 
     def _finish_call(self, wait: bool) -> pd.DataFrame | BatchJob:
         # The worker refreshes the notebook output's fallbacks when the job ends.
@@ -376,10 +369,16 @@ class BatchJob:
 
     def _work(self, first_step: Callable[[], None] | None) -> None:
         future = self._future
+        adopted = False
         try:
             if first_step is not None:
                 first_step()
+            else:
+                adopted = self._recover_submissions()
+                self._submit_uncarried()
             self._follow()
+            if first_step is None and adopted and self._submit_uncarried():
+                self._follow()  # rows an adopted batch turned out not to carry
             df = self._build()
             self._status = "canceled" if self._canceled else "ended"
             self._jnl.set_job_status(self.id, self._status)
@@ -393,6 +392,68 @@ class BatchJob:
             with contextlib.suppress(Exception):
                 self._close_display()
             future.set_exception(exc)
+
+    def _uncarried(self) -> np.ndarray:
+        """Requests with no result yet that no recorded batch of this job carried."""
+        carried = self._jnl.carried_custom_ids(self.id)
+        filled = self._acc.filled
+        return np.array(
+            [u for u, c in enumerate(self._custom_ids) if not filled[u] and c not in carried],
+            dtype=np.int64,
+        )
+
+    def _submit_uncarried(self) -> bool:
+        if self._canceled:
+            return False
+        todo = self._uncarried()
+        if not len(todo):
+            return False
+        params = self._request_params()
+        lines = [_line(c, params[u]) for u, c in enumerate(self._custom_ids)]
+        self._submit(lines, requests.split(lines, todo))
+        return True
+
+    def _recover_submissions(self) -> bool:
+        """Adopt batches whose create call succeeded but was never journaled (a crash).
+
+        The API has no idempotency key for creates, so the only trace is the batch
+        list: a batch of the same size, created after the intent was logged, that
+        the journal does not know. Without one, the create never happened.
+        """
+        pending = self._jnl.pending_submissions(self.id)
+        if not pending:
+            return False
+        adopted = False
+        oldest = min(_parse_time(s.started_at) for s in pending) - _CLOCK_SKEW_S
+        candidates = []
+        for mb in self._api.messages.batches.list(limit=100):
+            if mb.created_at.timestamp() < oldest:
+                break
+            candidates.append(mb)
+        for sub in pending:
+            match = None
+            for mb in candidates:
+                total = sum(int(getattr(mb.request_counts, k, 0) or 0) for k in _COUNT_KEYS)
+                if total != sub.request_count or mb.created_at.timestamp() < (
+                    _parse_time(sub.started_at) - _CLOCK_SKEW_S
+                ):
+                    continue
+                try:
+                    self._jnl.get_job(mb.id)
+                except JobNotFoundError:
+                    match = mb
+                    break
+            if match is None:
+                self._jnl.abandon_submission(sub.id)
+                continue
+            candidates.remove(match)
+            self._jnl.finish_submission(
+                sub.id, match.id, _iso(match.created_at), _iso(match.expires_at), []
+            )
+            with self._lock:
+                self._batches.append(_Batch(match.id, sub.request_count, self._round))
+            adopted = True
+        return adopted
 
     def _submit(self, lines: Sequence[bytes], chunks: Sequence[requests.Chunk]) -> None:
         self._status = "submitting"
@@ -569,6 +630,10 @@ def _estimate(config: Mapping[str, Any], input_tokens: int, n: int) -> float | N
 
 def _line(custom_id: str, params: bytes) -> bytes:
     return b'{"custom_id":"' + custom_id.encode() + b'","params":' + params + b"}"
+
+
+def _parse_time(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def _iso(value: Any) -> str:
@@ -847,9 +912,9 @@ def run(
         poll=p.poll,
     )
     holder.append(job)
-    step = job._prepare(existing is not None, p.cache, encoded.lines)
+    job._prepare(existing is not None, p.cache)
     _show(job, display)
-    job._start(step)
+    job._start()
     return job._finish_call(wait)
 
 
@@ -902,6 +967,9 @@ def attach(
     index = frame.index if frame is not None else _index_from_labels(labels)
     if client is None:
         client = resolve_client(None)
+        if rec.endpoint and str(client.base_url).rstrip("/") != rec.endpoint.rstrip("/"):
+            # The job lives where it was submitted (the emulator, or the real API).
+            client = client.with_options(base_url=rec.endpoint)
     config: dict[str, Any] = {
         "name": rec.name,
         "model": rec.model,
@@ -930,8 +998,8 @@ def attach(
         poll=_poll_schedule(poll_interval),
     )
     holder.append(job)
-    step = job._prepare(True, bool(rec.meta.get("cache", True)), None)
-    job._start(step)
+    job._prepare(True, bool(rec.meta.get("cache", True)))
+    job._start()
     return job
 
 

@@ -554,6 +554,14 @@ class Journal:
 
     # -- submissions and batches ------------------------------------------------------
 
+    def carried_custom_ids(self, job_id: str) -> set[str]:
+        """The job's custom_ids that some recorded batch carried (submitted at least once)."""
+        rows = self._read(
+            "SELECT custom_id FROM job_requests WHERE job_id = ? AND batch_id IS NOT NULL",
+            (job_id,),
+        )
+        return {row[0] for row in rows}
+
     def begin_submission(
         self, job_id: str, position: int, request_count: int, body_bytes: int
     ) -> int:
