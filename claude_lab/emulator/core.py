@@ -1,0 +1,1175 @@
+"""The handler core: (method, path, query, headers, body) -> response, with no sockets.
+
+Owns the API surface the emulator serves — routes, request validation, error
+bodies, batches and their clock-driven lifecycle, results files, the request
+log and the fault switches. Batch state is derived from the clock on every
+read; rows are answered lazily (in the order they finish) and cached as bytes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fnmatch
+import hashlib
+import heapq
+import math
+import random
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from claude_lab.emulator.clock import Clock, rfc3339
+from claude_lab.emulator.responder import (
+    ROW_ERROR_TYPES,
+    PromptCache,
+    Responder,
+    RowError,
+    build_message,
+    content_output_tokens,
+    count_input_tokens,
+)
+
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_REQUESTS",
+    "ROUTES",
+    "ConnectionDropped",
+    "Core",
+    "Faults",
+    "RequestRecord",
+    "Response",
+]
+
+MAX_BATCH_REQUESTS = 100_000
+#: 256 MiB: the API says "256 MB"; the binary reading is the larger, so a client that
+#: splits at 256_000_000 bytes is never refused here.
+MAX_BATCH_BYTES = 256 * 1024 * 1024
+DAY = 86_400.0
+EXPIRES_AFTER = DAY
+ARCHIVED_AFTER = 29 * DAY
+CUSTOM_ID_PATTERN = "^[a-zA-Z0-9_-]{1,64}$"
+_CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+#: Route names, for per-route fault counts (``Faults(rate_limit={"create": 2})``).
+ROUTES = (
+    "create",
+    "retrieve",
+    "list",
+    "cancel",
+    "delete",
+    "results",
+    "messages",
+    "count_tokens",
+)
+
+_STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_TYPE_STATUS = {v: k for k, v in _STATUS_TYPES.items()}
+
+
+class ConnectionDropped(Exception):
+    """Raised by a response body iterator: the server must cut the connection right there."""
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One logged API request. Deliberately has no headers and no body: never the key."""
+
+    method: str
+    path: str
+    time: float
+    status: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "path": self.path, "time": self.time, "status": self.status}
+
+
+@dataclass
+class Response:
+    """What the core answers; ``body`` is bytes or an iterator of chunks (streamed)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes | Iterable[bytes]
+    length: int | None = None  # for an iterator body: known total length, else chunked
+
+
+Counter = int | dict[str, int]
+
+
+@dataclass
+class Faults:
+    """Fault switches, deterministic by the emulator's seed; change them at any time.
+
+    Row faults apply to batches created while they are set; endpoint faults are
+    counters that count down as they fire (an int = any route, or a dict keyed by
+    route name: create, retrieve, list, cancel, delete, results, messages, count_tokens).
+    """
+
+    error_rate: float = 0.0
+    """Fraction of batch rows that come back errored (types drawn from ``error_types``)."""
+    error_types: tuple[str, ...] = ("api_error", "overloaded_error")
+    expire_rate: float = 0.0
+    """Fraction of batch rows never processed: they expire 24 h after creation."""
+    rate_limit: Counter = 0
+    """The next N calls answer 429 rate_limit_error with ``retry-after-ms``."""
+    server_error: Counter = 0
+    """The next N calls answer 500 api_error."""
+    overloaded: Counter = 0
+    """The next N calls answer 529 overloaded_error."""
+    retry_after_ms: int = 20
+    """Retry delay sent with 429/500/529 faults (the SDK obeys it exactly: keep it small)."""
+    not_found_after_create: int = 0
+    """Each batch created while set answers 404 to its first N retrieves."""
+    drop_results: int = 0
+    """The next N results downloads stop halfway and the connection is cut."""
+    latency: float = 0.0
+    """Real seconds added before every API response."""
+
+    def __post_init__(self) -> None:
+        for name in ("error_rate", "expire_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"Faults.{name} must be between 0 and 1, got {value!r}")
+        if isinstance(self.error_types, str):
+            self.error_types = (self.error_types,)
+        self.error_types = tuple(self.error_types)
+        unknown = [t for t in self.error_types if t not in ROW_ERROR_TYPES]
+        if unknown or not self.error_types:
+            raise ValueError(
+                f"Faults.error_types must be non-empty and from {sorted(ROW_ERROR_TYPES)}; "
+                f"got {list(self.error_types)}"
+            )
+        for name in ("rate_limit", "server_error", "overloaded"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                bad = [k for k in value if k not in ROUTES]
+                if bad:
+                    raise ValueError(f"Faults.{name}: unknown route(s) {bad}; use {list(ROUTES)}")
+
+    @classmethod
+    def coerce(cls, value: Faults | Mapping[str, Any] | None) -> Faults:
+        if value is None:
+            return cls()
+        if isinstance(value, Faults):
+            return value
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise TypeError(f"unknown fault option(s) {unknown}; known: {sorted(names)}")
+        return cls(**value)
+
+    def _take(self, name: str, route: str) -> bool:
+        value = getattr(self, name)
+        if isinstance(value, dict):
+            n = value.get(route, 0)
+            if n > 0:
+                value[route] = n - 1
+                return True
+            return False
+        if value > 0:
+            setattr(self, name, value - 1)
+            return True
+        return False
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _at(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _check_content(content: Any, where: str) -> None:
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _Invalid(f"{where}: Input should be a valid string or a list of content blocks")
+    for k, block in enumerate(content):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise _Invalid(f"{where}.{k}: Input should be a content block object with a `type`")
+        if block["type"] == "text" and not isinstance(block.get("text"), str):
+            raise _Invalid(f"{where}.{k}.text: Field required")
+
+
+def validate_params(
+    params: Any, prefix: str = "", *, batch: bool = False, count_tokens: bool = False
+) -> None:
+    """Raise ``_Invalid`` with the API's kind of message when ``params`` cannot be accepted."""
+    if not isinstance(params, dict):
+        raise _Invalid(f"{prefix or 'body'}: Input should be a valid dictionary")
+    model = params.get("model")
+    if "model" not in params:
+        raise _Invalid(f"{_at(prefix, 'model')}: Field required")
+    if not isinstance(model, str) or not model:
+        raise _Invalid(f"{_at(prefix, 'model')}: Input should be a valid string")
+    if not count_tokens:
+        if "max_tokens" not in params:
+            raise _Invalid(f"{_at(prefix, 'max_tokens')}: Field required")
+        max_tokens = params["max_tokens"]
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
+            raise _Invalid(f"{_at(prefix, 'max_tokens')}: Input should be a valid integer")
+        if max_tokens < 1:
+            raise _Invalid(
+                f"{_at(prefix, 'max_tokens')}: Input should be greater than or equal to 1"
+            )
+    if "messages" not in params:
+        raise _Invalid(f"{_at(prefix, 'messages')}: Field required")
+    messages = params["messages"]
+    if not isinstance(messages, list):
+        raise _Invalid(f"{_at(prefix, 'messages')}: Input should be a valid list")
+    if not messages:
+        raise _Invalid(f"{_at(prefix, 'messages')}: at least one message is required")
+    for j, message in enumerate(messages):
+        where = _at(prefix, f"messages.{j}")
+        if not isinstance(message, dict):
+            raise _Invalid(f"{where}: Input should be a valid dictionary")
+        if message.get("role") not in ("user", "assistant"):
+            raise _Invalid(f"{where}.role: Input should be 'user' or 'assistant'")
+        if "content" not in message:
+            raise _Invalid(f"{where}.content: Field required")
+        _check_content(message["content"], f"{where}.content")
+    system = params.get("system")
+    if system is not None:
+        _check_content(system, _at(prefix, "system"))
+    stream = params.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _Invalid(f"{_at(prefix, 'stream')}: Input should be a valid boolean")
+    if batch and stream:
+        raise _Invalid(
+            f"{_at(prefix, 'stream')}: streaming is not supported for requests in a Message Batch"
+        )
+    temperature = params.get("temperature")
+    if temperature is not None and (
+        not isinstance(temperature, int | float) or not 0 <= temperature <= 1
+    ):
+        raise _Invalid(f"{_at(prefix, 'temperature')}: Input should be a number between 0 and 1")
+    stops = params.get("stop_sequences")
+    if stops is not None and (
+        not isinstance(stops, list) or not all(isinstance(s, str) for s in stops)
+    ):
+        raise _Invalid(f"{_at(prefix, 'stop_sequences')}: Input should be a list of strings")
+    tools = params.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise _Invalid(f"{_at(prefix, 'tools')}: Input should be a valid list")
+        for k, tool in enumerate(tools):
+            if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+                raise _Invalid(f"{_at(prefix, f'tools.{k}.name')}: Field required")
+    thinking = params.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        where = _at(prefix, "thinking.budget_tokens")
+        if not isinstance(budget, int) or isinstance(budget, bool):
+            raise _Invalid(f"{where}: Field required")
+        if budget < 1024:
+            raise _Invalid(f"{where}: Input should be greater than or equal to 1024")
+        if not count_tokens and budget >= params["max_tokens"]:
+            raise _Invalid(
+                f"{_at(prefix, 'max_tokens')}: must be greater than thinking.budget_tokens"
+            )
+
+
+# --- batches --------------------------------------------------------------------------------
+
+
+class _Batch:
+    """One batch: its requests, the simulated finish time of each, and the answers so far."""
+
+    def __init__(
+        self,
+        *,
+        seq: int,
+        batch_id: str,
+        created: float,
+        custom_ids: list[str],
+        params: list[dict[str, Any]],
+        finish: list[float],
+        fault_errors: dict[int, str],
+        not_found_left: int,
+    ) -> None:
+        self.seq = seq
+        self.id = batch_id
+        self.created = created
+        self.custom_ids = custom_ids
+        self.params = params
+        self.finish = finish  # offset from creation; inf = never processed
+        self.order = sorted(range(len(finish)), key=finish.__getitem__)
+        self.sorted_finish = [finish[i] for i in self.order]
+        self.fault_errors = fault_errors
+        self.not_found_left = not_found_left
+        self.cancel_at: float | None = None
+        self.cancel_end: float | None = None  # offset at which canceling completes
+        self.deleted = False
+        self.lock = threading.Lock()
+        self.lines: list[bytes | None] = [None] * len(finish)
+        self.err_cum = [0]  # errored rows among the first k finished, for every k evaluated
+        self.results_blob: bytes | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.finish)
+
+    def end_offset(self) -> tuple[float, str]:
+        """-> (offset at which processing ends, why: "done" | "canceled" | "expired")."""
+        natural = self.sorted_finish[-1] if self.sorted_finish else 0.0
+        end, why = (natural, "done") if natural <= EXPIRES_AFTER else (EXPIRES_AFTER, "expired")
+        if self.cancel_end is not None and self.cancel_end < end:
+            end, why = self.cancel_end, "canceled"
+        return end, why
+
+
+@dataclass
+class _Options:
+    request_seconds: float
+    jitter: float
+    concurrency: int
+    seed: int
+    counts: Literal["end", "incremental"]
+    cancel_seconds: float
+
+
+def _schedule(durations: list[float], skip: set[int], concurrency: int) -> list[float]:
+    """Finish offsets for requests run in order on ``concurrency`` slots (FIFO)."""
+    finish = [math.inf] * len(durations)
+    if concurrency >= len(durations):
+        for i, d in enumerate(durations):
+            if i not in skip:
+                finish[i] = d
+        return finish
+    slots = [0.0] * concurrency
+    for i, d in enumerate(durations):
+        if i in skip:
+            continue
+        start = heapq.heappop(slots)
+        finish[i] = start + d
+        heapq.heappush(slots, finish[i])
+    return finish
+
+
+def _json(
+    status: int, payload: Any, request_id: str, extra: Iterable[tuple[str, str]] = ()
+) -> Response:
+    body = orjson.dumps(payload)
+    headers = [("content-type", "application/json"), ("request-id", request_id), *extra]
+    return Response(status, headers, body)
+
+
+def _error(
+    status: int,
+    message: str,
+    request_id: str,
+    *,
+    error_type: str | None = None,
+    extra: Iterable[tuple[str, str]] = (),
+) -> Response:
+    kind = error_type or _STATUS_TYPES.get(status, "api_error")
+    payload = {
+        "type": "error",
+        "error": {"type": kind, "message": message},
+        "request_id": request_id,
+    }
+    return _json(status, payload, request_id, extra)
+
+
+def _new_request_id() -> str:
+    return "req_emu" + secrets.token_hex(12)
+
+
+class Core:
+    """The emulated API. Thread-safe: one lock for the registry and log, one per batch."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        request_seconds: float = 0.05,
+        jitter: float = 0.5,
+        concurrency: int = 16,
+        seed: int = 0,
+        counts: Literal["end", "incremental"] = "end",
+        responder: Responder | None = None,
+        faults: Faults | Mapping[str, Any] | None = None,
+        cancel_seconds: float | None = None,
+        base_url: str = "http://127.0.0.1",
+    ) -> None:
+        if counts not in ("end", "incremental"):
+            raise ValueError(f"counts must be 'end' or 'incremental', got {counts!r}")
+        if request_seconds < 0 or not 0 <= jitter < 1 or concurrency < 1:
+            raise ValueError("need request_seconds >= 0, 0 <= jitter < 1 and concurrency >= 1")
+        self.clock = clock
+        self.options = _Options(
+            request_seconds=float(request_seconds),
+            jitter=float(jitter),
+            concurrency=int(concurrency),
+            seed=int(seed),
+            counts=counts,
+            # Canceling takes a moment, like the real API finishing in-flight work.
+            cancel_seconds=(
+                float(cancel_seconds) if cancel_seconds is not None else max(request_seconds, 0.2)
+            ),
+        )
+        self.responder = responder
+        self.faults = Faults.coerce(faults)
+        self.base_url = base_url.rstrip("/")
+        self.prompt_cache = PromptCache()
+        self._lock = threading.RLock()
+        self._batches: dict[str, _Batch] = {}
+        self._order: list[str] = []  # creation order, oldest first
+        self._log: list[RequestRecord] = []
+        self._seq = 0
+        self._messages = 0
+
+    # --- the request log ------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._log)
+
+    def count(self, method: str = "*", path: str = "*") -> int:
+        """How many logged requests match; ``path`` may be a glob (``/v1/messages/batches/*``)."""
+        with self._lock:
+            return sum(
+                1
+                for r in self._log
+                if (method == "*" or r.method == method.upper())
+                and fnmatch.fnmatchcase(r.path, path)
+            )
+
+    def _record(self, method: str, path: str, status: int) -> None:
+        with self._lock:
+            self._log.append(RequestRecord(method, path, self.clock.now(), status))
+
+    # --- entry points ---------------------------------------------------------------------
+
+    def precheck(self, method: str, target: str, headers: Mapping[str, str]) -> Response | None:
+        """Checks made from the headers alone, before the body is read (size limit)."""
+        lower = {k.lower(): v for k, v in headers.items()}
+        raw = lower.get("content-length")
+        path = urlsplit(target).path
+        if raw is None or not path.startswith("/v1/"):
+            return None
+        try:
+            length = int(raw)
+        except ValueError:
+            response = _error(400, "Invalid Content-Length header", _new_request_id())
+        else:
+            if length <= MAX_BATCH_BYTES:
+                return None
+            response = _error(
+                413,
+                f"Request exceeds the maximum allowed size of {MAX_BATCH_BYTES} bytes "
+                f"(got {length}); split the batch into smaller ones.",
+                _new_request_id(),
+            )
+        self._record(method.upper(), path, response.status)
+        return response
+
+    def handle(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> Response:
+        """Answer one HTTP request. ``target`` is the path with its query string."""
+        method = method.upper()
+        parts = urlsplit(target)
+        path = parts.path
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        lower = {k.lower(): v for k, v in headers.items()}
+        if path.startswith("/_emulator/"):
+            return self._control(method, path, query, body)
+        early = self.precheck(method, target, headers)
+        if early is not None:
+            return early
+        request_id = _new_request_id()
+        try:
+            response = self._api(method, path, query, lower, body, request_id)
+        except Exception as exc:  # a bug here must still answer like the API would
+            response = _error(500, f"Internal emulator error: {type(exc).__name__}", request_id)
+        self._record(method, path, response.status)
+        return response
+
+    # --- routing --------------------------------------------------------------------------
+
+    def _route(self, method: str, path: str) -> tuple[str, str | None] | None:
+        parts = path.rstrip("/").split("/")[1:]
+        if parts[:2] != ["v1", "messages"]:
+            return None
+        rest = parts[2:]
+        if not rest:
+            return ("messages", None) if method == "POST" else None
+        if rest == ["count_tokens"]:
+            return ("count_tokens", None) if method == "POST" else None
+        if rest[0] != "batches":
+            return None
+        if len(rest) == 1:
+            return {"POST": ("create", None), "GET": ("list", None)}.get(method)
+        batch_id = rest[1]
+        if len(rest) == 2:
+            return {"GET": ("retrieve", batch_id), "DELETE": ("delete", batch_id)}.get(method)
+        if len(rest) == 3 and rest[2] == "cancel" and method == "POST":
+            return ("cancel", batch_id)
+        if len(rest) == 3 and rest[2] == "results" and method == "GET":
+            return ("results", batch_id)
+        return None
+
+    def _api(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: bytes,
+        request_id: str,
+    ) -> Response:
+        if self.faults.latency > 0:
+            time.sleep(self.faults.latency)
+        route = self._route(method, path)
+        if route is None:
+            return _error(404, f"Not found: {method} {path}", request_id)
+        if not _api_key(headers):
+            return _error(
+                401,
+                "Missing API key: send it as `x-api-key: <key>` or `Authorization: Bearer <key>`.",
+                request_id,
+            )
+        if not headers.get("anthropic-version"):
+            return _error(400, "anthropic-version: header is required", request_id)
+        name, batch_id = route
+        fault = self._endpoint_fault(name, request_id)
+        if fault is not None:
+            return fault
+        if name == "create":
+            return self._create(body, request_id)
+        if name == "list":
+            return self._list(query, request_id)
+        if name == "messages":
+            return self._message(body, request_id)
+        if name == "count_tokens":
+            return self._count_tokens(body, request_id)
+        assert batch_id is not None
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            if batch is None or batch.deleted:
+                return _error(404, f"Message Batch {batch_id!r} not found.", request_id)
+            if name == "retrieve" and batch.not_found_left > 0:
+                # The real API is eventually consistent right after create.
+                batch.not_found_left -= 1
+                return _error(404, f"Message Batch {batch_id!r} not found.", request_id)
+        if name == "retrieve":
+            return _json(200, self._render(batch), request_id)
+        if name == "cancel":
+            return self._cancel(batch, request_id)
+        if name == "delete":
+            return self._delete(batch, request_id)
+        return self._results(batch, request_id)
+
+    def _endpoint_fault(self, route: str, request_id: str) -> Response | None:
+        with self._lock:
+            faults = self.faults
+            for name, status, message in (
+                ("rate_limit", 429, "Number of request tokens has exceeded your rate limit."),
+                ("overloaded", 529, "Overloaded"),
+                ("server_error", 500, "Internal server error"),
+            ):
+                if faults._take(name, route):
+                    ms = max(int(faults.retry_after_ms), 0)
+                    extra = [
+                        ("retry-after-ms", str(ms)),
+                        ("retry-after", str(math.ceil(ms / 1000))),
+                    ]
+                    return _error(status, message, request_id, extra=extra)
+        return None
+
+    # --- control routes (not logged, no key) ------------------------------------------------
+
+    def _control(self, method: str, path: str, query: dict[str, str], body: bytes) -> Response:
+        rid = _new_request_id()
+        if path == "/_emulator/faults" and method in ("GET", "POST"):
+            # Lets another process (tests driving the CLI) switch faults at run time.
+            if method == "POST":
+                try:
+                    changes = orjson.loads(body or b"{}")
+                    with self._lock:
+                        current = {f.name: getattr(self.faults, f.name) for f in fields(Faults)}
+                        self.faults = Faults.coerce({**current, **changes})
+                except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+                    return _error(400, f"faults: {exc}", rid)
+            return _json(200, {f.name: getattr(self.faults, f.name) for f in fields(Faults)}, rid)
+        if path == "/_emulator/requests" and method == "GET":
+            return _json(200, [r.as_dict() for r in self.requests], rid)
+        if path == "/_emulator/advance" and method == "POST":
+            try:
+                seconds = float(query.get("seconds", "0"))
+                now = self.clock.advance(seconds)
+            except ValueError as exc:
+                return _error(400, f"seconds: {exc}", rid)
+            return _json(200, {"now": rfc3339(now), "time": now}, rid)
+        if path == "/_emulator/clock" and method == "GET":
+            now = self.clock.now()
+            return _json(200, {"now": rfc3339(now), "time": now}, rid)
+        return _error(404, f"Not found: {method} {path}", rid)
+
+    # --- create -------------------------------------------------------------------------
+
+    def _create(self, body: bytes, request_id: str) -> Response:
+        if len(body) > MAX_BATCH_BYTES:
+            return _error(
+                413, f"Request exceeds the maximum size of {MAX_BATCH_BYTES} bytes.", request_id
+            )
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _error(
+                400, f"There was an error parsing the body of your request: {exc}", request_id
+            )
+        try:
+            custom_ids, params = _validate_batch(data)
+        except _Invalid as exc:
+            return _error(400, exc.message, request_id)
+        opts = self.options
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            faults = self.faults
+            error_rate, error_types = faults.error_rate, faults.error_types
+            expire_rate, not_found = faults.expire_rate, faults.not_found_after_create
+        n = len(custom_ids)
+        rng = random.Random(f"{opts.seed}:{seq}")
+        rand = rng.random
+        base, jitter = opts.request_seconds, opts.jitter
+        durations = (
+            [base * (1.0 + jitter * (2.0 * rand() - 1.0)) for _ in range(n)] if base else [0.0] * n
+        )
+        skip: set[int] = set()
+        fault_errors: dict[int, str] = {}
+        if expire_rate or error_rate:
+            frng = random.Random(f"faults:{opts.seed}:{seq}")
+            for i in range(n):
+                if expire_rate and frng.random() < expire_rate:
+                    skip.add(i)
+                elif error_rate and frng.random() < error_rate:
+                    fault_errors[i] = error_types[frng.randrange(len(error_types))]
+        finish = _schedule(durations, skip, opts.concurrency)
+        batch_id = "msgbatch_emu" + secrets.token_hex(10)
+        batch = _Batch(
+            seq=seq,
+            batch_id=batch_id,
+            created=self.clock.now(),
+            custom_ids=custom_ids,
+            params=params,
+            finish=finish,
+            fault_errors=fault_errors,
+            not_found_left=not_found,
+        )
+        with self._lock:
+            self._batches[batch_id] = batch
+            self._order.append(batch_id)
+        # A batch is never ended in the response that created it, whatever the clock says.
+        return _json(200, self._render(batch, fresh=True), request_id)
+
+    # --- state ----------------------------------------------------------------------------
+
+    def _evaluate(self, batch: _Batch, k: int) -> None:
+        """Answer the first ``k`` rows in finish order (once; cached as result lines)."""
+        if len(batch.err_cum) > k:
+            return
+        with batch.lock:
+            while len(batch.err_cum) <= k:
+                done = len(batch.err_cum) - 1
+                i = batch.order[done]
+                line, errored = self._row_line(batch, i)
+                batch.lines[i] = line
+                batch.err_cum.append(batch.err_cum[-1] + errored)
+
+    def _row_line(self, batch: _Batch, i: int) -> tuple[bytes, int]:
+        custom_id = batch.custom_ids[i]
+        # Unique per batch and row, deterministic, and cheap (no hashing on the hot path).
+        request_id = f"req_{batch.id[-20:]}{i:08x}"
+        fault = batch.fault_errors.get(i)
+        if fault is not None:
+            outcome: dict[str, Any] | RowError = RowError(fault, _FAULT_MESSAGES.get(fault, fault))
+        else:
+            when = batch.created + batch.finish[i]
+            msg_id = f"msg_{batch.id[-20:]}{i:08x}"
+            outcome = self._answer(batch.params[i], msg_id, "batch", when)
+        if isinstance(outcome, RowError):
+            result: dict[str, Any] = {
+                "type": "errored",
+                "error": {
+                    "type": "error",
+                    "error": {"type": outcome.type, "message": outcome.message},
+                    "request_id": request_id,
+                },
+            }
+            errored = 1
+        else:
+            result, errored = {"type": "succeeded", "message": outcome}, 0
+        try:
+            return orjson.dumps({"custom_id": custom_id, "result": result}) + b"\n", errored
+        except TypeError as exc:  # a user responder returned something that is not JSON
+            bad = {
+                "type": "errored",
+                "error": {
+                    "type": "error",
+                    "error": {"type": "api_error", "message": f"responder output: {exc}"},
+                    "request_id": request_id,
+                },
+            }
+            return orjson.dumps({"custom_id": custom_id, "result": bad}) + b"\n", 1
+
+    def _render(self, batch: _Batch, *, fresh: bool = False) -> dict[str, Any]:
+        """The MessageBatch object as of now (as of creation when ``fresh``)."""
+        now = batch.created if fresh else self.clock.now()
+        off = now - batch.created
+        end, why = batch.end_offset()
+        ended = not fresh and off >= end
+        n = batch.n
+        counts = {"processing": n, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        if ended or self.options.counts == "incremental":
+            k = bisect.bisect_right(batch.sorted_finish, min(off, end)) if not fresh else 0
+            if ended or k:
+                self._evaluate(batch, k)
+            errored = batch.err_cum[k]
+            counts.update(processing=n - k, succeeded=k - errored, errored=errored)
+            if ended:
+                counts["processing"] = 0
+                if why == "canceled":
+                    counts["canceled"] = n - k
+                elif why == "expired":
+                    counts["expired"] = n - k
+        if ended:
+            status = "ended"
+        elif batch.cancel_at is not None:
+            status = "canceling"
+        else:
+            status = "in_progress"
+        archived = ended and off >= ARCHIVED_AFTER
+        results_url = None
+        if ended and not archived:
+            results_url = f"{self.base_url}/v1/messages/batches/{batch.id}/results"
+        return {
+            "id": batch.id,
+            "type": "message_batch",
+            "processing_status": status,
+            "request_counts": counts,
+            "ended_at": rfc3339(batch.created + end) if ended else None,
+            "created_at": rfc3339(batch.created),
+            "expires_at": rfc3339(batch.created + EXPIRES_AFTER),
+            "archived_at": rfc3339(batch.created + ARCHIVED_AFTER) if archived else None,
+            "cancel_initiated_at": rfc3339(batch.cancel_at)
+            if batch.cancel_at is not None
+            else None,
+            "results_url": results_url,
+        }
+
+    # --- list / cancel / delete / results ------------------------------------------------------
+
+    def _list(self, query: dict[str, str], request_id: str) -> Response:
+        try:
+            limit = int(query.get("limit", "20"))
+        except ValueError:
+            return _error(400, "limit: Input should be a valid integer", request_id)
+        if not 1 <= limit <= 1000:
+            return _error(400, "limit: Input should be between 1 and 1000", request_id)
+        after, before = query.get("after_id"), query.get("before_id")
+        if after and before:
+            return _error(400, "Provide only one of after_id and before_id.", request_id)
+        with self._lock:
+            ids = [b for b in reversed(self._order) if not self._batches[b].deleted]  # newest first
+            cursor = after or before
+            if cursor and cursor not in self._batches:
+                which = "after_id" if after else "before_id"
+                return _error(400, f"{which}: no Message Batch with id {cursor!r}", request_id)
+            if after:
+                pos = _position(ids, self._order, after)
+                page, has_more = ids[pos : pos + limit], pos + limit < len(ids)
+            elif before:
+                pos = _position(ids, self._order, before, before=True)
+                start = max(0, pos - limit)
+                page, has_more = ids[start:pos], start > 0
+            else:
+                page, has_more = ids[:limit], limit < len(ids)
+            batches = [self._batches[b] for b in page]
+        data = [self._render(b) for b in batches]
+        payload = {
+            "data": data,
+            "has_more": has_more,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+        return _json(200, payload, request_id)
+
+    def _cancel(self, batch: _Batch, request_id: str) -> Response:
+        now = self.clock.now()
+        with self._lock:
+            end, _ = batch.end_offset()
+            if batch.cancel_at is None and now - batch.created < end:
+                batch.cancel_at = now
+                batch.cancel_end = now - batch.created + self.options.cancel_seconds
+        return _json(200, self._render(batch), request_id)
+
+    def _delete(self, batch: _Batch, request_id: str) -> Response:
+        state = self._render(batch)
+        if state["processing_status"] != "ended":
+            return _error(
+                400,
+                f"Message Batch {batch.id} cannot be deleted while it is "
+                f"{state['processing_status']}; cancel it and delete it once it has ended.",
+                request_id,
+            )
+        with self._lock:
+            batch.deleted = True
+            batch.lines = []
+            batch.params = []
+            batch.results_blob = None
+        return _json(200, {"id": batch.id, "type": "message_batch_deleted"}, request_id)
+
+    def _results(self, batch: _Batch, request_id: str) -> Response:
+        state = self._render(batch)
+        if state["processing_status"] != "ended":
+            return _error(
+                400,
+                f"Message Batch {batch.id} has not finished processing "
+                f"(processing_status: {state['processing_status']}); "
+                "results are available once it has ended.",
+                request_id,
+            )
+        if state["archived_at"] is not None:
+            return _error(
+                404,
+                f"The results of Message Batch {batch.id} are no longer available: "
+                f"it was archived at {state['archived_at']}.",
+                request_id,
+            )
+        blob = self._blob(batch)
+        with self._lock:
+            drop = self.faults.drop_results > 0
+            if drop:
+                self.faults.drop_results -= 1
+        headers = [
+            ("content-type", "application/binary"),
+            ("request-id", request_id),
+        ]
+        return Response(200, headers, _chunks(blob, drop), length=len(blob))
+
+    def _blob(self, batch: _Batch) -> bytes:
+        with batch.lock:
+            if batch.results_blob is not None:
+                return batch.results_blob
+        end, why = batch.end_offset()
+        k = bisect.bisect_right(batch.sorted_finish, end)
+        self._evaluate(batch, k)
+        with batch.lock:
+            if batch.results_blob is None:
+                tail = "canceled" if why == "canceled" else "expired"
+                lines = batch.lines
+                for i in batch.order[k:]:
+                    lines[i] = (
+                        orjson.dumps({"custom_id": batch.custom_ids[i], "result": {"type": tail}})
+                        + b"\n"
+                    )
+                order = list(range(batch.n))
+                random.Random(f"results:{self.options.seed}:{batch.seq}").shuffle(order)
+                batch.results_blob = b"".join([lines[i] for i in order])  # type: ignore[misc]
+                # The blob is the cache now: drop what built it to halve the memory.
+                batch.lines = []
+                batch.params = []
+            return batch.results_blob
+
+    # --- messages ---------------------------------------------------------------------------
+
+    def _answer(
+        self, params: dict[str, Any], msg_id: str, tier: str, when: float
+    ) -> dict[str, Any] | RowError:
+        """One Messages answer, or the API error it produces (per row in a batch)."""
+        model = params.get("model")
+        if not isinstance(model, str) or not model.startswith("claude-"):
+            return RowError("not_found_error", f"model: {model}")
+        text: str | None = None
+        overrides: dict[str, Any] | None = None
+        if self.responder is not None:
+            try:
+                out: Any = self.responder(params)
+            except RowError as exc:
+                return exc
+            except Exception as exc:
+                return RowError("api_error", f"responder failed: {type(exc).__name__}: {exc}")
+            if isinstance(out, RowError):
+                return out
+            if isinstance(out, BaseException):
+                return RowError("api_error", f"{type(out).__name__}: {out}")
+            if isinstance(out, str):
+                text = out
+            elif isinstance(out, dict):
+                overrides = out
+            elif out is not None:
+                return RowError("api_error", f"responder returned {type(out).__name__}")
+        cache = self.prompt_cache.account(params, when)
+        message = build_message(params, msg_id=msg_id, service_tier=tier, cache=cache, text=text)
+        if overrides:
+            usage = {**message["usage"], **(overrides.get("usage") or {})}
+            message.update({k: v for k, v in overrides.items() if k != "usage"})
+            if "content" in overrides:
+                if "output_tokens" not in (overrides.get("usage") or {}):
+                    usage["output_tokens"] = content_output_tokens(message["content"])
+                if "stop_reason" not in overrides:
+                    has_tool = any(
+                        isinstance(b, dict) and b.get("type") == "tool_use"
+                        for b in message["content"]
+                    )
+                    message["stop_reason"] = "tool_use" if has_tool else "end_turn"
+                    message["stop_sequence"] = None
+            message["usage"] = usage
+        return message
+
+    def _message(self, body: bytes, request_id: str) -> Response:
+        try:
+            params = orjson.loads(body)
+            validate_params(params)
+        except orjson.JSONDecodeError as exc:
+            return _error(
+                400, f"There was an error parsing the body of your request: {exc}", request_id
+            )
+        except _Invalid as exc:
+            return _error(400, exc.message, request_id)
+        with self._lock:
+            self._messages += 1
+            msg_id = "msg_emu" + _short(str(self.options.seed), str(self._messages), "n")
+        outcome = self._answer(params, msg_id, "standard", self.clock.now())
+        if isinstance(outcome, RowError):
+            status = _TYPE_STATUS.get(outcome.type, 500)
+            return _error(status, outcome.message, request_id, error_type=outcome.type)
+        if params.get("stream"):
+            headers = [
+                ("content-type", "text/event-stream"),
+                ("cache-control", "no-cache"),
+                ("request-id", request_id),
+            ]
+            return Response(200, headers, _sse(outcome))
+        try:
+            return _json(200, outcome, request_id)
+        except TypeError as exc:
+            return _error(500, f"responder output is not JSON: {exc}", request_id)
+
+    def _count_tokens(self, body: bytes, request_id: str) -> Response:
+        try:
+            params = orjson.loads(body)
+            validate_params(params, count_tokens=True)
+        except orjson.JSONDecodeError as exc:
+            return _error(
+                400, f"There was an error parsing the body of your request: {exc}", request_id
+            )
+        except _Invalid as exc:
+            return _error(400, exc.message, request_id)
+        return _json(200, {"input_tokens": count_input_tokens(params)}, request_id)
+
+
+_FAULT_MESSAGES = {
+    "api_error": "Internal server error",
+    "overloaded_error": "Overloaded",
+    "rate_limit_error": "Rate limited",
+    "timeout_error": "Request timed out",
+}
+
+
+def _api_key(headers: Mapping[str, str]) -> bool:
+    if headers.get("x-api-key", "").strip():
+        return True
+    auth = headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    return scheme.lower() == "bearer" and bool(token.strip())
+
+
+def _short(*parts: str) -> str:
+    return hashlib.blake2b("\x00".join(parts).encode(), digest_size=12).hexdigest()
+
+
+def _position(ids: list[str], order: list[str], cursor: str, *, before: bool = False) -> int:
+    """Index in newest-first ``ids`` just past (after_id) or at (before_id) ``cursor``.
+
+    Works for a deleted cursor too, by its place in creation order.
+    """
+    if cursor in ids:
+        at = ids.index(cursor)
+        return at if before else at + 1
+    rank = order.index(cursor)
+    newer = sum(1 for b in ids if order.index(b) > rank)
+    return newer
+
+
+def _validate_batch(data: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    if not isinstance(data, dict):
+        raise _Invalid("body: Input should be a valid dictionary")
+    if "requests" not in data:
+        raise _Invalid("requests: Field required")
+    requests = data["requests"]
+    if not isinstance(requests, list):
+        raise _Invalid("requests: Input should be a valid list")
+    n = len(requests)
+    if n == 0:
+        raise _Invalid("requests: List should have at least 1 item after validation, not 0")
+    if n > MAX_BATCH_REQUESTS:
+        raise _Invalid(
+            f"requests: List should have at most {MAX_BATCH_REQUESTS} items after validation, "
+            f"not {n}; split the work into several batches."
+        )
+    seen: dict[str, int] = {}
+    custom_ids: list[str] = []
+    params_list: list[dict[str, Any]] = []
+    match = _CUSTOM_ID.fullmatch
+    for i, item in enumerate(requests):
+        if not isinstance(item, dict):
+            raise _Invalid(f"requests.{i}: Input should be a valid dictionary")
+        if len(item) != 2:
+            for key in item:
+                if key not in ("custom_id", "params"):
+                    raise _Invalid(f"requests.{i}.{key}: Extra inputs are not permitted")
+            missing = "custom_id" if "custom_id" not in item else "params"
+            raise _Invalid(f"requests.{i}.{missing}: Field required")
+        custom_id = item.get("custom_id")
+        if not isinstance(custom_id, str) or match(custom_id) is None:
+            raise _Invalid(
+                f"requests.{i}.custom_id: String should match pattern '{CUSTOM_ID_PATTERN}'"
+            )
+        first = seen.setdefault(custom_id, i)
+        if first != i:
+            raise _Invalid(
+                f"requests.{i}.custom_id: duplicate custom_id {custom_id!r} (also used by "
+                f"requests.{first}.custom_id); custom_id must be unique within a batch"
+            )
+        params = item.get("params")
+        if params is None:
+            raise _Invalid(f"requests.{i}.params: Field required")
+        validate_params(params, f"requests.{i}.params", batch=True)
+        custom_ids.append(custom_id)
+        params_list.append(params)
+    return custom_ids, params_list
+
+
+def _chunks(blob: bytes, drop: bool, size: int = 1 << 16) -> Iterator[bytes]:
+    stop = len(blob) // 2 if drop else len(blob)
+    for start in range(0, stop, size):
+        yield blob[start : min(start + size, stop)]
+    if drop:
+        raise ConnectionDropped("fault: results stream cut halfway")
+
+
+def _sse(message: dict[str, Any]) -> Iterator[bytes]:
+    """A Message as the API's server-sent event stream."""
+
+    def event(name: str, data: dict[str, Any]) -> bytes:
+        return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+    usage = message.get("usage") or {}
+    start = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {**usage, "output_tokens": 1},
+    }
+    yield event("message_start", {"type": "message_start", "message": start})
+    yield event("ping", {"type": "ping"})
+    for index, block in enumerate(message.get("content") or []):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            yield event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            )
+            for piece in _pieces(str(block.get("text", ""))):
+                delta = {"type": "text_delta", "text": piece}
+                yield event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                )
+        elif kind == "thinking":
+            empty = {"type": "thinking", "thinking": "", "signature": ""}
+            yield event(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": empty},
+            )
+            for piece in _pieces(str(block.get("thinking", ""))):
+                delta = {"type": "thinking_delta", "thinking": piece}
+                yield event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                )
+            delta = {"type": "signature_delta", "signature": str(block.get("signature", ""))}
+            yield event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": delta},
+            )
+        elif kind == "tool_use":
+            head = {k: v for k, v in block.items() if k != "input"}
+            yield event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {**head, "input": {}},
+                },
+            )
+            raw = orjson.dumps(block.get("input") or {}).decode()
+            for piece in _pieces(raw, 16):
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                yield event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                )
+        else:
+            yield event(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": block},
+            )
+        yield event("content_block_stop", {"type": "content_block_stop", "index": index})
+    delta_usage = {
+        "output_tokens": usage.get("output_tokens", 1),
+        "input_tokens": usage.get("input_tokens"),
+        "cache_creation_input_tokens": usage.get("cache_creation_input_tokens"),
+        "cache_read_input_tokens": usage.get("cache_read_input_tokens"),
+    }
+    yield event(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {
+                "stop_reason": message.get("stop_reason"),
+                "stop_sequence": message.get("stop_sequence"),
+            },
+            "usage": delta_usage,
+        },
+    )
+    yield event("message_stop", {"type": "message_stop"})
+
+
+def _pieces(text: str, size: int = 12) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]

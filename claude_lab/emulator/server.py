@@ -1,0 +1,298 @@
+"""The loopback HTTP server around the handler core, and the ``Emulator`` handle that owns both.
+
+Binds 127.0.0.1 only, serves on a daemon thread, HTTP/1.1 with keep-alive;
+bodies of known length are length-delimited, event streams are chunked. It
+logs nothing itself: the core's request log holds method, path, time, status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import socketserver
+import threading
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from claude_lab.emulator.clock import Clock
+from claude_lab.emulator.core import ConnectionDropped, Core, Faults, RequestRecord, Response
+from claude_lab.emulator.responder import Responder
+
+if TYPE_CHECKING:
+    import anthropic
+
+__all__ = ["HOST", "Emulator", "serve"]
+
+HOST = "127.0.0.1"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # keep-alive connections must not hold up stop()
+    allow_reuse_address = True
+
+    def __init__(self, port: int, core: Core) -> None:
+        self.core = core
+        super().__init__((HOST, port), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can stall.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = HOST, self.server_address[1]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the stdlib's per-request stderr log."""
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        core = self.server.core
+        headers = dict(self.headers.items())
+        early = core.precheck(self.command, self.path, headers)
+        if early is not None:
+            # The body is left unread, so this connection cannot be reused.
+            self.close_connection = True
+            self._send(early)
+            return
+        try:
+            body = self._read_body()
+        except (ValueError, OSError):
+            self.close_connection = True
+            return
+        self._send(core.handle(self.command, self.path, headers, body))
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            parts: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        body = response.body
+        try:
+            if isinstance(body, bytes):
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            elif response.length is not None:
+                self.send_header("content-length", str(response.length))
+                self.end_headers()
+                for chunk in body:
+                    self.wfile.write(chunk)
+            else:
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                for chunk in body:
+                    if chunk:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except ConnectionDropped:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+class Emulator:
+    """A running (or ready to run) offline Messages + Message Batches API.
+
+    Use ``with serve(...) as emu:`` or ``emu = serve(...).start()`` ... ``emu.stop()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        speed: float = 1.0,
+        request_seconds: float = 0.05,
+        seed: int = 0,
+        counts: Literal["end", "incremental"] = "end",
+        responder: Responder | None = None,
+        faults: Faults | Mapping[str, Any] | None = None,
+        concurrency: int = 16,
+        jitter: float = 0.5,
+        cancel_seconds: float | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.clock = clock if clock is not None else Clock(speed)
+        self.core = Core(
+            clock=self.clock,
+            request_seconds=request_seconds,
+            jitter=jitter,
+            concurrency=concurrency,
+            seed=seed,
+            counts=counts,
+            responder=responder,
+            faults=faults,
+            cancel_seconds=cancel_seconds,
+        )
+        self._port = port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._clients: list[anthropic.Anthropic] = []
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> Emulator:
+        if self._server is not None:
+            return self
+        server = _Server(self._port, self.core)
+        self._server = server
+        self.core.base_url = self.base_url
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"claude_lab-emulator-{server.server_port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- where it is and how to talk to it ------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError(
+                "the emulator is not running; use `with serve() as emu:` or .start()"
+            )
+        return int(self._server.server_port)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def client(self, **kwargs: Any) -> anthropic.Anthropic:
+        """An ``anthropic.Anthropic`` pointed here (closed when the emulator stops)."""
+        import anthropic
+
+        _default_key(kwargs)
+        client = anthropic.Anthropic(base_url=self.base_url, **kwargs)
+        self._clients.append(client)
+        return client
+
+    def async_client(self, **kwargs: Any) -> anthropic.AsyncAnthropic:
+        """An ``anthropic.AsyncAnthropic`` pointed here; close it (``async with``) when done."""
+        import anthropic
+
+        _default_key(kwargs)
+        return anthropic.AsyncAnthropic(base_url=self.base_url, **kwargs)
+
+    # --- what happened --------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Every API request received so far: method, path, time (emulator clock), status."""
+        return self.core.requests
+
+    def count(self, method: str = "*", path: str = "*") -> int:
+        """How many requests matched, e.g. ``emu.count("POST", "/v1/messages/batches")``."""
+        return self.core.count(method, path)
+
+    @property
+    def faults(self) -> Faults:
+        return self.core.faults
+
+    @faults.setter
+    def faults(self, value: Faults | Mapping[str, Any] | None) -> None:
+        self.core.faults = Faults.coerce(value)
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._server is not None else "stopped"
+        return f"<Emulator {where} {self.clock!r}>"
+
+
+def _default_key(kwargs: dict[str, Any]) -> None:
+    # Any non-empty key works; an explicit one keeps ANTHROPIC_API_KEY from the environment out.
+    credentials = ("api_key", "auth_token", "credentials", "config", "profile")
+    if not any(kwargs.get(name) is not None for name in credentials):
+        kwargs["api_key"] = "emulator"
+
+
+def serve(
+    port: int = 0,
+    speed: float = 1.0,
+    request_seconds: float = 0.05,
+    seed: int = 0,
+    counts: Literal["end", "incremental"] = "end",
+    responder: Responder | None = None,
+    faults: Faults | Mapping[str, Any] | None = None,
+    concurrency: int = 16,
+    **options: Any,
+) -> Emulator:
+    """An emulator ready to start: ``with serve() as emu: client = emu.client()``.
+
+    Defaults suit demos and tests: a batch of a few hundred requests ends within
+    about a second of real time. ``speed=0`` freezes the clock (drive it with
+    ``emu.clock.advance``); ``request_seconds=0`` with a large ``concurrency``
+    ends every batch at once. Further options: ``jitter`` (0.5: each request takes
+    request_seconds * (1 ± jitter)), ``cancel_seconds``, ``clock``.
+    """
+    return Emulator(
+        port=port,
+        speed=speed,
+        request_seconds=request_seconds,
+        seed=seed,
+        counts=counts,
+        responder=responder,
+        faults=faults,
+        concurrency=concurrency,
+        **options,
+    )
