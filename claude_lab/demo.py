@@ -17,8 +17,8 @@ import anthropic
 import pandas as pd
 
 from claude_lab import job as job_mod
-from claude_lab.export import export
 from claude_lab.errors import ConfigError
+from claude_lab.export import export
 
 __all__ = ["load_sample", "run_demo"]
 

@@ -284,9 +284,13 @@ class BatchJob:
         """Load what the journal already knows: this job's batches and results, the cache."""
         acc = self._acc
         if attached:
-            acc.begin_pass(batch_id=None)
-            for line in self._jnl.job_results(self.id).values():
-                acc.feed(line)
+            by_batch: dict[str, list[bytes]] = {}
+            for batch_id, line in self._jnl.job_results_by_batch(self.id).values():
+                by_batch.setdefault(batch_id, []).append(line)
+            for batch_id, lines in by_batch.items():
+                acc.begin_pass(batch_id=batch_id)
+                for line in lines:
+                    acc.feed(line)
             for rec in self._jnl.batches(self.id):
                 b = _Batch(rec.batch_id, rec.request_count, 0, fetched=bool(rec.results_fetched))
                 b.status = rec.processing_status
@@ -375,7 +379,8 @@ class BatchJob:
                 first_step()
             else:
                 adopted = self._recover_submissions()
-                self._submit_uncarried()
+                if not adopted:  # an adopted batch's requests are only known from its results
+                    self._submit_uncarried()
             self._follow()
             if first_step is None and adopted and self._submit_uncarried():
                 self._follow()  # rows an adopted batch turned out not to carry

@@ -702,15 +702,20 @@ class Journal:
     def job_results(self, job_id: str) -> dict[str, bytes]:
         """For each of the job's requests, the best line known at the job's endpoint: a
         success (from any job) beats any failure; otherwise the newest."""
+        return {cid: line for cid, (_, line) in self.job_results_by_batch(job_id).items()}
+
+    def job_results_by_batch(self, job_id: str) -> dict[str, tuple[str, bytes]]:
+        """Like ``job_results``, with the batch each line came from."""
         rows = self._read(
-            "SELECT r.custom_id, r.line FROM job_requests jr JOIN results r USING (custom_id)"
+            "SELECT r.custom_id, r.batch_id, r.line FROM job_requests jr"
+            " JOIN results r USING (custom_id)"
             " JOIN batches b ON b.batch_id = r.batch_id JOIN jobs rj ON rj.job_id = b.job_id"
             " JOIN jobs j ON j.job_id = jr.job_id"
             " WHERE jr.job_id = ? AND rj.endpoint = j.endpoint"
             " ORDER BY r.status = 'succeeded', r.fetched_at, r.rowid",
             (job_id,),
         )
-        return {row[0]: row[1] for row in rows}  # later rows (better ones) win
+        return {row[0]: (row[1], row[2]) for row in rows}  # later rows (better ones) win
 
     def _in_chunks(
         self,

@@ -88,7 +88,7 @@ def test_missing_values_skip_raise_empty() -> None:
     skipped = _render(df, "{q}")
     assert skipped.skipped.tolist() == [False, True, True, False]
     assert skipped.params[1] is None and skipped.params[3] is not None
-    with pytest.raises(InputError, match="2 row\\(s\\).*'x', 'y'"):
+    with pytest.raises(InputError, match=r"2 row\(s\).*'x', 'y'"):
         _render(df, "{q}", on_missing="raise")
     empty = _render(df, "<{q}>", on_missing="empty")
     assert [p["messages"][0]["content"] for p in empty.params] == ["<a>", "<>", "<>", "<d>"]
@@ -105,7 +105,7 @@ def test_callable_prompt_and_none_skips() -> None:
 
 def test_callable_failure_names_the_row() -> None:
     df = pd.DataFrame({"q": ["a"]}, index=["row-a"])
-    with pytest.raises(InputError, match="'row-a'.*KeyError"):
+    with pytest.raises(InputError, match=r"'row-a'.*KeyError"):
         _render(df, lambda row: row["nope"])
 
 

@@ -1,0 +1,418 @@
+"""Never lose a run, never pay twice: re-attach, result cache, retry, recovery, interrupts."""
+
+from __future__ import annotations
+
+import _thread
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+import pytest
+
+import claude_lab
+from claude_lab.emulator import Emulator, RowError, serve
+
+CREATE = ("POST", "/v1/messages/batches")
+SUM = "What is {a} + {b}? Answer with a single number."
+FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}
+
+
+@pytest.fixture
+def fast() -> Iterator[Emulator]:
+    with serve(request_seconds=0, concurrency=100_000) as emulator:
+        yield emulator
+
+
+def _frame(n: int, start: int = 0) -> pd.DataFrame:
+    a = list(range(start, start + n))
+    return pd.DataFrame({"a": a, "b": [x * 2 for x in a]})
+
+
+def _until(cond: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_rerunning_a_finished_call_sends_nothing(fast: Emulator) -> None:
+    df = _frame(30)
+    first = df.claude.batch(SUM, client=fast.client(), **FAST)
+    seen = len(fast.requests)
+    again = df.claude.batch(SUM, client=fast.client(), **FAST)
+    assert len(fast.requests) == seen  # not even a retrieve or a download
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_changed_rows_send_only_what_changed(fast: Emulator) -> None:
+    df = _frame(10)
+    df.claude.batch(SUM, client=fast.client(), **FAST)
+    changed = df.copy()
+    changed.loc[[2, 5, 7], "b"] = [1000, 1001, 1002]
+    out = changed.claude.batch(SUM, client=fast.client(), **FAST)
+    assert fast.count(*CREATE) == 2
+    new_batch = out.loc[2, "claude_batch_id"]
+    sent = fast.client().messages.batches.retrieve(new_batch).request_counts.succeeded
+    assert sent == 3
+    assert out["claude_cached"].tolist() == [r not in (2, 5, 7) for r in range(10)]
+    assert (out.loc[out.claude_cached, "claude_cost_usd"] == 0).all()
+    assert out.loc[5, "claude"] == "1006"
+    assert (out["claude_status"] == "succeeded").all()
+
+
+def test_cache_false_sends_everything_again(fast: Emulator) -> None:
+    df = _frame(5)
+    df.claude.batch(SUM, client=fast.client(), **FAST)
+    out = df.claude.batch(SUM, client=fast.client(), cache=False, **FAST)
+    assert fast.count(*CREATE) == 2
+    assert not out["claude_cached"].any()
+
+
+def test_same_call_in_flight_reattaches_in_the_same_process(emu: Emulator) -> None:
+    df = _frame(20)
+    first = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
+    _until(lambda: len(first.batch_ids) == 1)
+    second = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
+    assert second.id == first.id and second.batch_ids == first.batch_ids
+    emu.clock.advance(3600)
+    a, b = first.result(timeout=30), second.result(timeout=30)
+    assert emu.count(*CREATE) == 1
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_retry_resubmits_only_transient_failures_and_merges_in_place(fast: Emulator) -> None:
+    attempts: Counter[str] = Counter()
+
+    def responder(params: dict[str, Any]) -> Any:
+        text = params["messages"][0]["content"]
+        attempts[text] += 1
+        if text.startswith("bad"):
+            return RowError("invalid_request_error", "messages.0.content: too odd")
+        if text.startswith("flaky") and attempts[text] == 1:
+            return RowError("overloaded_error", "Overloaded")
+        return None
+
+    kinds = ["ok", "flaky", "bad", "flaky", "ok", "flaky"]
+    df = pd.DataFrame({"q": [f"{k} {i}" for i, k in enumerate(kinds)]}, index=list("uvwxyz"))
+    with serve(request_seconds=0, responder=responder) as emu:
+        job = df.claude.batch("{q}", client=emu.client(), wait=False, **FAST)
+        first = job.result(timeout=30)
+        assert first["claude_status"].tolist() == [
+            "succeeded",
+            "errored",
+            "errored",
+            "errored",
+            "succeeded",
+            "errored",
+        ]
+        out = job.retry()
+        assert emu.count(*CREATE) == 2
+        retry_batch = job.batch_ids[-1]
+        carried = emu.client().messages.batches.retrieve(retry_batch).request_counts
+    assert carried.succeeded == 3 and carried.errored == 0  # only the flaky rows went again
+    assert isinstance(out, pd.DataFrame)
+    assert out.index.equals(df.index) and len(out) == len(df)
+    assert out["claude_status"].tolist() == [
+        "succeeded",
+        "succeeded",
+        "errored",
+        "succeeded",
+        "succeeded",
+        "succeeded",
+    ]
+    assert out.loc["w", "claude_error"].startswith("invalid_request_error")
+    assert (out.loc[["v", "x", "z"], "claude_batch_id"] == retry_batch).all()
+    assert attempts["bad 2"] == 1
+
+
+def test_attach_by_batch_id_rebuilds_the_table_from_stored_rows(fast: Emulator) -> None:
+    index = pd.MultiIndex.from_tuples([("a", 1), ("a", 2), ("b", 1)])
+    df = pd.DataFrame({"a": [1, 2, 3], "b": [4, 5, 6]}, index=index)
+    out = df.claude.batch(SUM, client=fast.client(), **FAST)
+    job = claude_lab.attach(out["claude_batch_id"].iloc[0], client=fast.client(), progress=None)
+    again = job.result(timeout=30)
+    assert again.index.equals(index)
+    assert again["claude"].tolist() == out["claude"].tolist()
+    with_frame = claude_lab.attach(job.id, client=fast.client(), frame=df, progress=None)
+    assert with_frame.result(timeout=30)["a"].tolist() == [1, 2, 3]
+    listing = claude_lab.jobs()
+    assert listing.loc[listing.job_id == job.id, "succeeded"].item() == 3
+
+
+def test_results_outlive_the_apis_29_day_archive(emu: Emulator) -> None:
+    df = _frame(8)
+    job = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
+    _until(lambda: len(job.batch_ids) == 1)
+    emu.clock.advance(3600)
+    out = job.result(timeout=30)
+    emu.clock.advance(30 * 24 * 3600)
+    batch = emu.client().messages.batches.retrieve(job.batch_ids[0])
+    assert batch.archived_at is not None and batch.results_url is None
+    downloads = emu.count("GET", f"/v1/messages/batches/{job.batch_ids[0]}/results")
+    again = claude_lab.attach(job.id, client=emu.client(), progress=None).result(timeout=30)
+    assert again["claude"].tolist() == out["claude"].tolist()
+    assert emu.count("GET", f"/v1/messages/batches/{job.batch_ids[0]}/results") == downloads
+
+
+def test_a_create_that_was_never_journaled_is_adopted_not_repeated(emu: Emulator) -> None:
+    """A crash between the create call and the journal write leaves only the intent behind."""
+    from claude_lab import job as job_mod
+    from claude_lab import requests
+    from claude_lab.journal import open_journal
+
+    df = _frame(6)
+    client = emu.client()
+    p = job_mod.plan(df, SUM, **FAST)
+    jnl = open_journal()
+    endpoint = str(client.base_url)
+    job_id = jnl.create_job(
+        fingerprint=requests.fingerprint(p.encoded.custom_ids, endpoint),
+        endpoint=endpoint,
+        model="claude-haiku-4-5",
+        templates=p.config["templates"],
+        params=p.config["params"],
+        name="claude",
+        row_count=6,
+        request_count=6,
+        package_version=claude_lab.__version__,
+        meta={"cache": True},
+    )
+    jnl.add_rows(job_id, list(df.index), [p.encoded.custom_ids[u] for u in p.encoded.row_uid])
+    jnl.add_requests(job_id, p.encoded.custom_ids, p.encoded.params)
+    body = requests.batch_body(p.encoded.lines, p.chunks[0])
+    jnl.begin_submission(job_id, 0, 6, len(body))
+    client.post(
+        "/v1/messages/batches",
+        cast_to=object,
+        content=body,
+        options={"headers": {"Content-Type": "application/json"}},
+    )  # ... and the process died here, before finish_submission.
+    assert emu.count(*CREATE) == 1
+
+    job = df.claude.batch(SUM, client=client, wait=False, **FAST)
+    assert job.id == job_id
+    _until(lambda: len(job.batch_ids) == 1)
+    emu.clock.advance(3600)
+    out = job.result(timeout=30)
+    assert emu.count(*CREATE) == 1
+    assert (out["claude_status"] == "succeeded").all()
+
+
+def test_interrupt_stops_waiting_not_the_batch(
+    emu: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    df = _frame(12)
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            df.claude.batch(SUM, client=emu.client(), **FAST)
+    finally:
+        timer.cancel()
+    hint = capsys.readouterr().err
+    assert "claude_lab.attach(" in hint and "nothing is lost" in hint
+    job_id = hint.split("claude_lab.attach('")[1].split("'")[0]
+    emu.clock.advance(3600)
+    out = claude_lab.attach(job_id, client=emu.client(), frame=df, progress=None).result(30)
+    assert (out["claude_status"] == "succeeded").all()
+    assert emu.count(*CREATE) == 1
+
+
+def test_the_api_key_is_never_written_anywhere(tmp_path: Path) -> None:
+    key = "sk-ant-api03-" + secrets.token_urlsafe(32)
+    df = _frame(4)
+    with serve(request_seconds=0) as emu:
+        job = df.claude.batch(SUM, client=emu.client(api_key=key), wait=False, **FAST)
+        out = job.result(timeout=30)
+        texts = [repr(job), str(job._repr_mimebundle_()), repr(out.attrs)]
+    paths = [claude_lab.export(out, tmp_path / f"out.{ext}") for ext in ("csv", "jsonl", "parquet")]
+    home = Path(os.environ["CLAUDE_LAB_HOME"])
+    files = [*home.rglob("*"), *tmp_path.rglob("*")]
+    assert len(files) >= 6 and paths
+    needle = key.encode()
+    for f in files:
+        if f.is_file():
+            assert needle not in f.read_bytes(), f"API key found in {f}"
+    assert all(key not in t for t in texts)
+
+
+# -- across processes ------------------------------------------------------------------------
+
+RUNNER = textwrap.dedent(
+    """
+    import sys, anthropic, orjson, pandas as pd, claude_lab
+    base_url, n, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    a = list(range(start, start + n))
+    df = pd.DataFrame({"a": a, "b": [x * 2 for x in a]})
+    client = anthropic.Anthropic(base_url=base_url, api_key="test-key")
+    print("submitting", flush=True)
+    out = df.claude.batch("What is {a} + {b}? Answer with a single number.",
+                          model="claude-haiku-4-5", client=client, progress=None,
+                          poll_interval=0.05)
+    ok = bool((out["claude"] == (out["a"] + out["b"]).astype(str)).all())
+    print(orjson.dumps({"status": out["claude_status"].value_counts().to_dict(),
+                        "rows": len(out), "correct": ok}).decode(), flush=True)
+    """
+)
+
+
+@pytest.fixture
+def standalone(tmp_path: Path) -> Iterator[tuple[str, Callable[[], list[dict[str, Any]]]]]:
+    """The emulator as its own process with a frozen clock, like a remote API."""
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "claude_lab.emulator", "--port", "0", "--speed", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        base_url = ""
+        for line in proc.stdout:
+            if "http://127.0.0.1:" in line:
+                base_url = "http://" + line.split("http://", 1)[1].split()[0].rstrip("/")
+                break
+        assert base_url, "emulator did not report its URL"
+
+        def log() -> list[dict[str, Any]]:
+            with urllib.request.urlopen(f"{base_url}/_emulator/requests") as resp:
+                return list(orjson.loads(resp.read()))
+
+        yield base_url, log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _advance(base_url: str, seconds: float) -> None:
+    import urllib.request
+
+    req = urllib.request.Request(f"{base_url}/_emulator/advance?seconds={seconds}", method="POST")
+    with urllib.request.urlopen(req) as resp:
+        resp.read()
+
+
+def _creates(log: list[dict[str, Any]]) -> int:
+    return sum(1 for r in log if r["method"] == "POST" and r["path"] == "/v1/messages/batches")
+
+
+def test_killed_process_rerun_attaches_and_gets_every_row(
+    standalone: tuple[str, Callable[[], list[dict[str, Any]]]], tmp_path: Path
+) -> None:
+    base_url, log = standalone
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    env = {**os.environ}
+    first = subprocess.Popen(
+        [sys.executable, str(script), base_url, "40", "0"], env=env, stdout=subprocess.PIPE
+    )
+    try:
+        _until(lambda: _creates(log()) == 1, timeout=60)
+        _until(lambda: any(r["method"] == "GET" for r in log()), timeout=30)  # waiting
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        if first.stdout is not None:
+            first.stdout.close()
+    _advance(base_url, 3600)
+    second = subprocess.run(
+        [sys.executable, str(script), base_url, "40", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert second.returncode == 0, second.stderr
+    report = orjson.loads(second.stdout.strip().splitlines()[-1])
+    assert report == {"status": {"succeeded": 40}, "rows": 40, "correct": True}
+    assert _creates(log()) == 1
+
+
+def test_two_processes_share_one_journal(
+    standalone: tuple[str, Callable[[], list[dict[str, Any]]]], tmp_path: Path
+) -> None:
+    base_url, log = standalone
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), base_url, "25", str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for start in (0, 1000)
+    ]
+    try:
+        _until(lambda: _creates(log()) == 2, timeout=60)
+        _advance(base_url, 3600)
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (stdout, stderr) in zip(procs, outs):
+        assert p.returncode == 0, stderr
+        assert orjson.loads(stdout.strip().splitlines()[-1])["correct"] is True
+    listing = claude_lab.jobs()
+    assert len(listing) == 2 and (listing["succeeded"] == 25).all()
+
+
+def test_cli_lists_shows_waits_and_exports(
+    standalone: tuple[str, Callable[[], list[dict[str, Any]]]], tmp_path: Path
+) -> None:
+    base_url, _ = standalone
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    job_proc = subprocess.Popen(
+        [sys.executable, str(script), base_url, "10", "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        _until(lambda: len(claude_lab.jobs()) == 1 and claude_lab.jobs().batches.item() == 1)
+        job_proc.kill()
+        job_proc.wait(timeout=10)
+    finally:
+        if job_proc.stdout is not None:
+            job_proc.stdout.close()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "ANTHROPIC_API_KEY": "test-key"}
+        return subprocess.run(
+            [sys.executable, "-m", "claude_lab", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    job_id = claude_lab.jobs().job_id.item()
+    listed = cli("jobs")
+    assert listed.returncode == 0 and job_id in listed.stdout
+    shown = cli("show", job_id[:8])
+    assert shown.returncode == 0 and "msgbatch_" in shown.stdout
+    _advance(base_url, 3600)
+    waited = cli("wait", job_id)
+    assert waited.returncode == 0 and "'succeeded': 10" in waited.stdout
+    out = tmp_path / "results.csv"
+    exported = cli("results", job_id, "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    table = pd.read_csv(out)
+    assert len(table) == 10 and (table["claude_status"] == "succeeded").all()
+    missing = cli("show", "job_doesnotexist")
+    assert missing.returncode == 1 and "claude-lab jobs" in missing.stderr
