@@ -43,6 +43,7 @@ _NOT_FOUND_GRACE_S = 60.0  # the API can 404 a batch for a moment right after cr
 _DOWNLOAD_ATTEMPTS = 5
 _TICK_S = 0.5  # display refresh while waiting between polls
 _CLOCK_SKEW_S = 120.0  # tolerated difference between our clock and the API's created_at
+_CHUNK_BYTES = 1 << 16  # the default read size makes the results download twice as slow
 
 
 def _now() -> str:
@@ -542,7 +543,7 @@ class BatchJob:
             buffer: list[tuple[str, str, bytes]] = []
             try:
                 with self._api.messages.batches.with_streaming_response.results(b.id) as resp:
-                    for line in results.iter_lines(resp.iter_bytes()):
+                    for line in results.iter_lines(resp.iter_bytes(_CHUNK_BYTES)):
                         u = self._acc.feed(line)
                         if u >= 0:
                             buffer.append((self._custom_ids[u], self._acc.status_of(u), line))
