@@ -419,6 +419,18 @@ class BatchJob:
         self._submit(lines, requests.split(lines, todo))
         return True
 
+    def _orphans(self, since: float) -> list[anthropic.types.messages.MessageBatch]:
+        """Batches at the API created since ``since`` (epoch s) that no journal entry knows."""
+        found = []
+        for mb in self._api.messages.batches.list(limit=100):
+            if mb.created_at.timestamp() < since - _CLOCK_SKEW_S:
+                break  # newest first: the rest are older
+            try:
+                self._jnl.get_job(mb.id)
+            except JobNotFoundError:
+                found.append(mb)
+        return found
+
     def _recover_submissions(self) -> bool:
         """Adopt batches whose create call succeeded but was never journaled (a crash).
 
@@ -429,26 +441,10 @@ class BatchJob:
         pending = self._jnl.pending_submissions(self.id)
         if not pending:
             return False
+        candidates = self._orphans(min(_parse_time(s.started_at) for s in pending))
         adopted = False
-        oldest = min(_parse_time(s.started_at) for s in pending) - _CLOCK_SKEW_S
-        candidates = []
-        for mb in self._api.messages.batches.list(limit=100):
-            if mb.created_at.timestamp() < oldest:
-                break
-            candidates.append(mb)
         for sub in pending:
-            match = None
-            for mb in candidates:
-                total = sum(int(getattr(mb.request_counts, k, 0) or 0) for k in _COUNT_KEYS)
-                if total != sub.request_count or mb.created_at.timestamp() < (
-                    _parse_time(sub.started_at) - _CLOCK_SKEW_S
-                ):
-                    continue
-                try:
-                    self._jnl.get_job(mb.id)
-                except JobNotFoundError:
-                    match = mb
-                    break
+            match = _same_size(candidates, sub.request_count, _parse_time(sub.started_at))
             if match is None:
                 self._jnl.abandon_submission(sub.id)
                 continue
@@ -461,18 +457,53 @@ class BatchJob:
             adopted = True
         return adopted
 
+    def _create(self, body: bytes, count: int) -> anthropic.types.messages.MessageBatch:
+        """POST one batch, retrying under our control rather than the SDK's.
+
+        A create whose response was lost (dropped connection, timeout, 5xx) may
+        still have made a batch, and a blind resend would pay for it twice. So
+        before resending after such a failure, look for the batch and adopt it.
+        429 and 529 are refusals: those are resent after the delay they ask for.
+        """
+        api = self._api.with_options(max_retries=0)
+        attempts = max(self._api.max_retries, 2) + 1
+        started = time.time()
+        delay = 0.5
+        for attempt in range(attempts):
+            try:
+                return api.post(
+                    "/v1/messages/batches",
+                    cast_to=anthropic.types.messages.MessageBatch,
+                    content=body,
+                    options={"headers": {"Content-Type": "application/json"}},
+                )
+            except anthropic.APIStatusError as exc:
+                code = exc.status_code
+                if code < 500 and code not in (408, 409, 429):
+                    raise  # a real rejection (bad request, auth, size): resending cannot help
+                if attempt == attempts - 1:
+                    raise
+                wait = _retry_after(exc.response) or delay
+                ambiguous = code not in (429, 529)
+            except anthropic.APIConnectionError:  # includes timeouts
+                if attempt == attempts - 1:
+                    raise
+                wait, ambiguous = delay, True
+            if ambiguous:
+                found = _same_size(self._orphans(started), count, started)
+                if found is not None:
+                    return found
+            time.sleep(wait)
+            delay = min(delay * 2, 8.0)
+        raise AssertionError("unreachable")
+
     def _submit(self, lines: Sequence[bytes], chunks: Sequence[requests.Chunk]) -> None:
         self._status = "submitting"
         self._display.update(self.snapshot())
         for k, chunk in enumerate(chunks):
             body = requests.batch_body(lines, chunk)
             sub = self._jnl.begin_submission(self.id, k, len(chunk.uids), len(body))
-            batch = self._api.post(
-                "/v1/messages/batches",
-                cast_to=anthropic.types.messages.MessageBatch,
-                content=body,
-                options={"headers": {"Content-Type": "application/json"}},
-            )
+            batch = self._create(body, len(chunk.uids))
             del body
             self._jnl.finish_submission(
                 sub,
@@ -636,6 +667,26 @@ def _estimate(config: Mapping[str, Any], input_tokens: int, n: int) -> float | N
 
 def _line(custom_id: str, params: bytes) -> bytes:
     return b'{"custom_id":"' + custom_id.encode() + b'","params":' + params + b"}"
+
+
+def _same_size(
+    batches: Sequence[anthropic.types.messages.MessageBatch], count: int, since: float
+) -> anthropic.types.messages.MessageBatch | None:
+    for mb in batches:
+        total = sum(int(getattr(mb.request_counts, k, 0) or 0) for k in _COUNT_KEYS)
+        if total == count and mb.created_at.timestamp() >= since - _CLOCK_SKEW_S:
+            return mb
+    return None
+
+
+def _retry_after(response: httpx2.Response) -> float | None:
+    headers = response.headers
+    with contextlib.suppress(TypeError, ValueError):
+        if "retry-after-ms" in headers:
+            return float(headers["retry-after-ms"]) / 1000
+        if "retry-after" in headers:
+            return float(headers["retry-after"])
+    return None
 
 
 def _parse_time(value: str) -> float:

@@ -285,3 +285,26 @@ def test_estimate_sends_nothing(fast: Emulator) -> None:
     # haiku 4.5 batch output price is $2.50/MTok: 10 rows x 100 tokens bound the output cost.
     assert est["max_cost_usd"] >= 10 * 100 * 2.5 / 1e6
     assert fast.count() == 0
+
+
+@pytest.mark.parametrize("fault", ["drop_after_create", "server_error"])
+def test_a_create_whose_response_is_lost_is_adopted_not_paid_twice(
+    fast: Emulator, fault: str
+) -> None:
+    # The batch exists but the client never hears so; a blind SDK retry would make a second.
+    setattr(fast.faults, fault, {"create": 1} if fault == "server_error" else 1)
+    out = _sums(12).claude.batch(SUM, client=fast.client(), **FAST)
+    assert (out["claude_status"] == "succeeded").all()
+    assert (out["claude"] == out["expected"]).all()
+    assert len(list(fast.client().messages.batches.list())) == 1
+    # Lost response: adopted, never resent. Refused with a 500 before creating: resent once.
+    assert fast.count(*CREATE) == (1 if fault == "drop_after_create" else 2)
+
+
+def test_console_progress_shows_counts_and_totals(
+    fast: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _sums(50).claude.batch(SUM, client=fast.client(), **{**FAST, "progress": "console"})
+    err = capsys.readouterr().err
+    assert "succeeded=50" in err or "succeeded 50" in err
+    assert "50/50" in err

@@ -140,6 +140,9 @@ class Faults:
     not_found_after_create: int = 0
     """Each batch created while set answers 404 to its first N retrieves."""
     drop_results: int = 0
+    drop_after_create: int = 0
+    """The next N batch creates succeed, then the connection is cut before the response
+    is complete: the client cannot tell whether its batch exists (no idempotency key)."""
     """The next N results downloads stop halfway and the connection is cut."""
     latency: float = 0.0
     """Real seconds added before every API response."""
@@ -688,8 +691,16 @@ class Core:
         with self._lock:
             self._batches[batch_id] = batch
             self._order.append(batch_id)
+            lost = self.faults.drop_after_create > 0
+            if lost:
+                self.faults.drop_after_create -= 1
         # A batch is never ended in the response that created it, whatever the clock says.
-        return _json(200, self._render(batch, fresh=True), request_id)
+        response = _json(200, self._render(batch, fresh=True), request_id)
+        if lost:
+            blob = response.body
+            assert isinstance(blob, bytes)
+            return Response(200, response.headers, _chunks(blob, True), length=len(blob))
+        return response
 
     # --- state ----------------------------------------------------------------------------
 
@@ -1075,7 +1086,7 @@ def _chunks(blob: bytes, drop: bool, size: int = 1 << 16) -> Iterator[bytes]:
     for start in range(0, stop, size):
         yield blob[start : min(start + size, stop)]
     if drop:
-        raise ConnectionDropped("fault: results stream cut halfway")
+        raise ConnectionDropped("fault: response cut halfway")
 
 
 def _sse(message: dict[str, Any]) -> Iterator[bytes]:

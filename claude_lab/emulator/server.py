@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import socketserver
 import threading
 from collections.abc import Mapping
@@ -36,6 +37,12 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, port: int, core: Core) -> None:
         self.core = core
         super().__init__((HOST, port), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-request is normal (timeouts, interrupts): no traceback.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can stall.
