@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import sys
 import socketserver
+import sys
 import threading
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
