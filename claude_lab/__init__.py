@@ -5,8 +5,6 @@
     out = df.claude.batch("Question: {question}", model="claude-haiku-4-5")
 """
 
-from __future__ import annotations
-
 import pandas as pd
 
 from claude_lab import accessor as _accessor  # registers df.claude
