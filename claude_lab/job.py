@@ -18,6 +18,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -159,6 +160,8 @@ class BatchJob:
         self._error: str | None = None
         self._cached_rows = 0
         self._display_handle: Any = None
+        # Raised as warnings in the thread that asks for the result, not the worker's.
+        self._warnings: list[str] = []
 
     @property
     def _api(self) -> anthropic.Anthropic:
@@ -220,7 +223,12 @@ class BatchJob:
     def result(self, timeout: float | None = None) -> pd.DataFrame:
         """The result table (blocks until ready): input rows in order, plus result columns."""
         self.wait(timeout)
-        return self._future.result()
+        df = self._future.result()
+        with self._lock:
+            pending, self._warnings = self._warnings, []
+        for message in pending:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        return df
 
     def cancel(self) -> None:
         """Cancel the job's unfinished batches; finished rows keep their results."""
@@ -569,6 +577,7 @@ class BatchJob:
     def _download(self, b: _Batch) -> None:
         """Stream one batch's results into the accumulator and the journal; resume on drops."""
         last_exc: Exception | None = None
+        unknown0, duplicates0 = self._acc.unknown, self._acc.duplicates
         for _ in range(_DOWNLOAD_ATTEMPTS):
             self._acc.begin_pass(batch_id=b.id)
             buffer: list[tuple[str, str, bytes]] = []
@@ -600,15 +609,14 @@ class BatchJob:
                 f"{_DOWNLOAD_ATTEMPTS} attempts ({last_exc}). Nothing is lost: run "
                 f"`claude_lab.attach({self.id!r}).result()` to try again."
             )
-        if self._acc.unknown or self._acc.duplicates:
-            import warnings
-
-            warnings.warn(
-                f"Batch {b.id}: ignored {self._acc.unknown} result line(s) with an unknown "
-                f"custom_id and {self._acc.duplicates} duplicate(s).",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        unknown = self._acc.unknown - unknown0
+        duplicates = self._acc.duplicates - duplicates0
+        if unknown or duplicates:
+            with self._lock:
+                self._warnings.append(
+                    f"Batch {b.id}: ignored {unknown} result line(s) with an unknown "
+                    f"custom_id and {duplicates} duplicate(s); each row kept its first result."
+                )
         self._jnl.mark_fetched(b.id)
         with self._lock:
             b.fetched = True

@@ -308,3 +308,23 @@ def test_console_progress_shows_counts_and_totals(
     err = capsys.readouterr().err
     assert "succeeded=50" in err or "succeeded 50" in err
     assert "50/50" in err
+
+
+def test_lines_the_api_never_sent_leave_rows_missing_not_dropped(fast: Emulator) -> None:
+    fast.faults.omit_rate = 0.2
+    df = _sums(60)
+    out = df.claude.batch(SUM, client=fast.client(), **FAST)
+    assert len(out) == 60 and out.index.equals(df.index)
+    missing = out["claude_status"] == "missing"
+    assert 0 < missing.sum() < 60
+    assert out.loc[missing, "claude_error"].notna().all()
+    assert (out.loc[~missing, "claude"] == out.loc[~missing, "expected"]).all()
+
+
+def test_unknown_and_repeated_result_lines_are_warned_about_and_ignored(fast: Emulator) -> None:
+    fast.faults.stray_lines = True
+    df = _sums(10)
+    with pytest.warns(RuntimeWarning, match="1 result line.*unknown custom_id and 1 duplicate"):
+        out = df.claude.batch(SUM, client=fast.client(), **FAST)
+    assert (out["claude_status"] == "succeeded").all()
+    assert (out["claude"] == out["expected"]).all()

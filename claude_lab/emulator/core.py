@@ -140,6 +140,10 @@ class Faults:
     not_found_after_create: int = 0
     """Each batch created while set answers 404 to its first N retrieves."""
     drop_results: int = 0
+    omit_rate: float = 0.0
+    """Fraction of rows whose line is left out of the results file (a server-side loss)."""
+    stray_lines: bool = False
+    """Add a repeated line and a line with an unknown custom_id to each results file."""
     drop_after_create: int = 0
     """The next N batch creates succeed, then the connection is cut before the response
     is complete: the client cannot tell whether its batch exists (no idempotency key)."""
@@ -148,7 +152,7 @@ class Faults:
     """Real seconds added before every API response."""
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "expire_rate"):
+        for name in ("error_rate", "expire_rate", "omit_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"Faults.{name} must be between 0 and 1, got {value!r}")
@@ -904,8 +908,16 @@ class Core:
                         + b"\n"
                     )
                 order = list(range(batch.n))
-                random.Random(f"results:{self.options.seed}:{batch.seq}").shuffle(order)
-                batch.results_blob = b"".join([lines[i] for i in order])  # type: ignore[misc]
+                rng = random.Random(f"results:{self.options.seed}:{batch.seq}")
+                rng.shuffle(order)
+                faults = self.faults
+                if faults.omit_rate:
+                    order = [i for i in order if rng.random() >= faults.omit_rate]
+                parts: list[bytes] = [lines[i] for i in order]  # type: ignore[misc]
+                if faults.stray_lines and parts:
+                    stray = {"custom_id": "not_in_this_batch", "result": {"type": "canceled"}}
+                    parts += [parts[0], orjson.dumps(stray) + b"\n"]
+                batch.results_blob = b"".join(parts)
                 # The blob is the cache now: drop what built it to halve the memory.
                 batch.lines = []
                 batch.params = []
