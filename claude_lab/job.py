@@ -132,7 +132,7 @@ class BatchJob:
         frame: pd.DataFrame | None,
         index: pd.Index,
         config: dict[str, Any],
-        display: progress.Display,
+        make_display: Callable[[Callable[[], None] | None], progress.Display],
         poll: tuple[float, float],
     ) -> None:
         self.id = job_id
@@ -144,7 +144,7 @@ class BatchJob:
         self._frame = frame
         self._index = index
         self._config = config
-        self._display = display
+        self._display = make_display(self.cancel if client is not None else None)
         self._poll = poll
         self._lock = threading.RLock()
         self._wake = threading.Event()
@@ -924,7 +924,7 @@ def run(
             frame=df,
             index=df.index,
             config=config,
-            display=p.make_display(None),
+            make_display=p.make_display,
             poll=p.poll,
         )
         job._future.set_result(job._build())
@@ -961,8 +961,6 @@ def run(
         )
         jnl.add_requests(job_id, encoded.custom_ids, encoded.params)
 
-    holder: list[BatchJob] = []
-    display = p.make_display(lambda: holder[0].cancel())
     job = BatchJob(
         client=client,
         journal=jnl,
@@ -973,12 +971,11 @@ def run(
         frame=df,
         index=df.index,
         config=config,
-        display=display,
+        make_display=p.make_display,
         poll=p.poll,
     )
-    holder.append(job)
     job._prepare(existing is not None, p.cache)
-    _show(job, display)
+    _show(job)
     job._start()
     return job._finish_call(wait)
 
@@ -994,8 +991,8 @@ def progress_choice(choice: str | None) -> Callable[[Callable[[], None] | None],
     return make
 
 
-def _show(job: BatchJob, display: progress.Display) -> None:
-    if getattr(display, "widget", None) is None:
+def _show(job: BatchJob) -> None:
+    if getattr(job._display, "widget", None) is None:
         return
     from IPython.display import display as ipy_display
 
@@ -1047,8 +1044,6 @@ def attach(
         "endpoint": rec.endpoint,
         "estimated_cost_usd": None,
     }
-    holder: list[BatchJob] = []
-    display = progress_choice(progress)(lambda: holder[0].cancel())
     job = BatchJob(
         client=client,
         journal=jnl,
@@ -1059,10 +1054,9 @@ def attach(
         frame=frame,
         index=index,
         config=config,
-        display=display,
+        make_display=progress_choice(progress),
         poll=_poll_schedule(poll_interval),
     )
-    holder.append(job)
     job._prepare(True, bool(rec.meta.get("cache", True)))
     job._start()
     return job
