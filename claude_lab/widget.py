@@ -191,9 +191,10 @@ class WidgetDisplay(ThrottledDisplay):
                 self.progress.value = finished
             if final:
                 self.progress.bar_style = outcome(snap) or "info"
-        self.progress_label.value = (
-            f"{finished} / {total} finished" if total else "no requests sent"
-        )
+        if total:
+            self.progress_label.value = f"{finished} / {total} finished"
+        else:  # nothing sent yet (preparing, submitting), or nothing to send at all
+            self.progress_label.value = "no requests sent" if final else f"{snap.status}…"
 
         for key, seg in self.segments.items():
             n = snap.count(key)

@@ -71,7 +71,7 @@ def test_widget_follows_a_run_from_submit_to_end() -> None:
 
     d.update(snap(status="submitting", counts={}, rows=12))
     assert "submitting" in d.title.value and JOB in d.title.value
-    assert d.progress_label.value == "no requests sent"
+    assert d.progress_label.value == "submitting…"  # not "no requests sent": they are on the way
 
     held = snap(counts={"processing": 10}, rows=12, skipped=2, elapsed=3.2)
     d.update(held)
