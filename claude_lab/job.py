@@ -14,7 +14,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import logging
+import os
 import re
+import secrets
+import socket
 import sys
 import threading
 import time
@@ -37,6 +41,15 @@ from claude_lab.errors import ConfigError, InputError, JobError, JobNotFoundErro
 
 __all__ = ["BatchJob", "attach", "run"]
 
+_log = logging.getLogger("claude_lab")
+_HOST = socket.gethostname().replace(":", "_")
+_OWNER = f"{_HOST}:{os.getpid()}"
+_LIVE_OWNERS: set[str] = set()  # tokens of this process's running workers
+_CREATE_LOCK = threading.Lock()
+_COPY_ON_WRITE = int(pd.__version__.split(".")[0]) >= 3 or bool(
+    pd.get_option("mode.copy_on_write") is True
+)
+
 TRANSIENT_ERRORS = ("overloaded_error", "api_error", "rate_limit_error", "timeout_error")
 _OUTCOMES = ("succeeded", "errored", "canceled", "expired")
 _COUNT_KEYS = ("processing", *_OUTCOMES)
@@ -44,6 +57,7 @@ _NOT_FOUND_GRACE_S = 60.0  # the API can 404 a batch for a moment right after cr
 _DOWNLOAD_ATTEMPTS = 5
 _TICK_S = 0.5  # display refresh while waiting between polls
 _CLOCK_SKEW_S = 120.0  # tolerated difference between our clock and the API's created_at
+_FOREIGN_OWNER_S = 15 * 60.0  # a create logged on another host is presumed live this long
 _CHUNK_BYTES = 1 << 16  # the default read size makes the results download twice as slow
 
 
@@ -100,7 +114,7 @@ def _poll_schedule(poll_interval: float | tuple[float, float]) -> tuple[float, f
 class _Batch:
     """What the job knows of one of its batches (mutable, guarded by the job's lock)."""
 
-    __slots__ = ("counts", "created", "fetched", "id", "round", "status", "total")
+    __slots__ = ("cancel_sent", "counts", "created", "fetched", "id", "round", "status", "total")
 
     def __init__(self, batch_id: str, total: int, round_: int, fetched: bool = False) -> None:
         self.id = batch_id
@@ -110,6 +124,7 @@ class _Batch:
         self.counts: dict[str, int] = {"processing": total, **dict.fromkeys(_OUTCOMES, 0)}
         self.fetched = fetched
         self.created = time.monotonic()
+        self.cancel_sent = False
 
 
 class BatchJob:
@@ -160,6 +175,7 @@ class BatchJob:
         self._error: str | None = None
         self._cached_rows = 0
         self._display_handle: Any = None
+        self._owner: str | None = None
         # Raised as warnings in the thread that asks for the result, not the worker's.
         self._warnings: list[str] = []
 
@@ -231,16 +247,25 @@ class BatchJob:
         return df
 
     def cancel(self) -> None:
-        """Cancel the job's unfinished batches; finished rows keep their results."""
+        """Cancel the job: no further batch is created, unfinished ones are canceled, and
+        finished rows keep their results. A re-run of the same call then starts afresh."""
         with self._lock:
             self._canceled = True
-            pending = [b for b in self._batches if b.status != "ended"]
-        for b in pending:
-            with contextlib.suppress(anthropic.NotFoundError):
-                self._api.messages.batches.cancel(b.id)
-        if pending:
+        if self._journal is not None:
+            self._jnl.set_job_status(self.id, "canceled")
+        self._cancel_batches()
+        if not self._future.done():
             self._status = "canceling"
         self._wake.set()
+
+    def _cancel_batches(self) -> None:
+        with self._lock:
+            todo = [b for b in self._batches if b.status != "ended" and not b.cancel_sent]
+            for b in todo:
+                b.cancel_sent = True
+        for b in todo:
+            with contextlib.suppress(anthropic.NotFoundError, anthropic.BadRequestError):
+                self._api.messages.batches.cancel(b.id)
 
     def retry(
         self,
@@ -293,13 +318,17 @@ class BatchJob:
         """Load what the journal already knows: this job's batches and results, the cache."""
         acc = self._acc
         if attached:
-            by_batch: dict[str, list[bytes]] = {}
-            for batch_id, line in self._jnl.job_results_by_batch(self.id).values():
-                by_batch.setdefault(batch_id, []).append(line)
-            for batch_id, lines in by_batch.items():
+            own = {rec.batch_id for rec in self._jnl.batches(self.id)}
+            by_batch: dict[str, list[tuple[str, bytes]]] = {}
+            for cid, (batch_id, line) in self._jnl.job_results_by_batch(self.id).items():
+                by_batch.setdefault(batch_id, []).append((cid, line))
+            for batch_id, items in by_batch.items():
                 acc.begin_pass(batch_id=batch_id)
-                for line in lines:
-                    acc.feed(line)
+                for cid, line in items:
+                    if batch_id in own:
+                        acc.feed(line)
+                    else:  # another job paid for this one
+                        acc.feed_cached(cid, line)
             for rec in self._jnl.batches(self.id):
                 b = _Batch(rec.batch_id, rec.request_count, 0, fetched=bool(rec.results_fetched))
                 b.status = rec.processing_status
@@ -382,30 +411,36 @@ class BatchJob:
 
     def _work(self, first_step: Callable[[], None] | None) -> None:
         future = self._future
-        adopted = False
+        token = f"{_OWNER}:{secrets.token_hex(4)}"
+        _LIVE_OWNERS.add(token)
+        self._owner = token
         try:
             if first_step is not None:
                 first_step()
-            else:
-                adopted = self._recover_submissions()
-                if not adopted:  # an adopted batch's requests are only known from its results
-                    self._submit_uncarried()
             self._follow()
-            if first_step is None and adopted and self._submit_uncarried():
-                self._follow()  # rows an adopted batch turned out not to carry
             df = self._build()
-            self._status = "canceled" if self._canceled else "ended"
-            self._jnl.set_job_status(self.id, self._status)
+            if self._canceled:
+                self._status = "canceled"
+            else:
+                self._status = "ended"
+                self._jnl.set_job_status(self.id, "ended")
             self._close_display()  # before resolving, so waiters see the final state
             future.set_result(df)
         except BaseException as exc:  # the waiting thread re-raises it
-            self._status = "failed"
             self._error = f"{type(exc).__name__}: {exc}"
+            # A job with batches at the API is not lost: leave it where a re-run finds it.
+            with self._lock:
+                sent = bool(self._batches)
+            self._status = "interrupted" if sent else "failed"
             with contextlib.suppress(Exception):
-                self._jnl.set_job_status(self.id, "failed")
+                sent = sent or bool(self._jnl.pending_submissions(self.id))
+                self._status = "interrupted" if sent else "failed"
+                self._jnl.set_job_status(self.id, self._status)
             with contextlib.suppress(Exception):
                 self._close_display()
             future.set_exception(exc)
+        finally:
+            _LIVE_OWNERS.discard(token)
 
     def _uncarried(self) -> np.ndarray:
         """Requests with no result yet that no recorded batch of this job carried."""
@@ -439,31 +474,31 @@ class BatchJob:
                 found.append(mb)
         return found
 
-    def _recover_submissions(self) -> bool:
-        """Adopt batches whose create call succeeded but was never journaled (a crash).
+    def _recover_submissions(self) -> int:
+        """Settle creates that started but were never recorded; return how many are still
+        in flight in a live worker (those are waited for, never repeated).
 
-        The API has no idempotency key for creates, so the only trace is the batch
-        list: a batch of the same size, created after the intent was logged, that
-        the journal does not know. Without one, the create never happened.
+        A dead worker's create may or may not have reached the API, which has no
+        idempotency key; the batch list is the only trace: a batch of the same
+        size, created since, that the journal does not know. Adopt it, or else
+        forget the intent (its requests are then submitted again, once).
         """
         pending = self._jnl.pending_submissions(self.id)
-        if not pending:
-            return False
-        candidates = self._orphans(min(_parse_time(s.started_at) for s in pending))
-        adopted = False
-        for sub in pending:
-            match = _same_size(candidates, sub.request_count, _parse_time(sub.started_at))
-            if match is None:
-                self._jnl.abandon_submission(sub.id)
-                continue
-            candidates.remove(match)
-            self._jnl.finish_submission(
-                sub.id, match.id, _iso(match.created_at), _iso(match.expires_at), []
-            )
-            with self._lock:
-                self._batches.append(_Batch(match.id, sub.request_count, self._round))
-            adopted = True
-        return adopted
+        dead = [s for s in pending if not _owner_alive(s.owner, s.started_at)]
+        if dead:
+            with _CREATE_LOCK:
+                candidates = self._orphans(min(_parse_time(s.started_at) for s in dead))
+                for sub in dead:
+                    match = _same_size(candidates, sub.request_count, _parse_time(sub.started_at))
+                    if match is None:
+                        self._jnl.abandon_submission(sub.id)
+                        continue
+                    candidates.remove(match)
+                    self._jnl.finish_submission(
+                        sub.id, match.id, _iso(match.created_at), _iso(match.expires_at)
+                    )
+            self._sync_batches()
+        return len(pending) - len(dead)
 
     def _create(self, body: bytes, count: int) -> anthropic.types.messages.MessageBatch:
         """POST one batch, retrying under our control rather than the SDK's.
@@ -506,39 +541,81 @@ class BatchJob:
         raise AssertionError("unreachable")
 
     def _submit(self, lines: Sequence[bytes], chunks: Sequence[requests.Chunk]) -> None:
+        """Create one batch per chunk. Every chunk's intent (and the requests it carries)
+        is journaled before the first create, so a re-run in another thread or process
+        sees them all as taken while this worker lives."""
+        if self._canceled or not chunks:
+            return
         self._status = "submitting"
         self._display.update(self.snapshot())
-        for k, chunk in enumerate(chunks):
-            body = requests.batch_body(lines, chunk)
-            sub = self._jnl.begin_submission(self.id, k, len(chunk.uids), len(body))
-            batch = self._create(body, len(chunk.uids))
-            del body
-            self._jnl.finish_submission(
-                sub,
-                batch.id,
-                _iso(batch.created_at),
-                _iso(batch.expires_at),
+        subs = [
+            self._jnl.begin_submission(
+                self.id,
+                k,
+                len(chunk.uids),
+                chunk.body_bytes,
                 [self._custom_ids[u] for u in chunk.uids],
+                owner=self._owner,
             )
+            for k, chunk in enumerate(chunks)
+        ]
+        for sub, chunk in zip(subs, chunks):
+            if self._canceled:
+                for left in subs[subs.index(sub) :]:
+                    self._jnl.abandon_submission(left)
+                return
+            body = requests.batch_body(lines, chunk)
+            # One create at a time per process, recorded before the next starts: an
+            # orphan search then never mistakes a sibling job's new batch for its own.
+            with _CREATE_LOCK:
+                batch = self._create(body, len(chunk.uids))
+                self._jnl.finish_submission(
+                    sub, batch.id, _iso(batch.created_at), _iso(batch.expires_at)
+                )
+            del body
             with self._lock:
                 self._batches.append(_Batch(batch.id, len(chunk.uids), self._round))
+                canceled = self._canceled
+            if canceled:  # Cancel was pressed while this batch was being created
+                self._cancel_batches()
             self._display.update(self.snapshot())
 
     def _follow(self) -> None:
-        """Poll until every batch has ended and its results are fetched."""
+        """Poll until every batch has ended and its results are fetched, and no create
+        is in flight anywhere for this job; submit what no batch carries."""
         first, ceiling = self._poll
         interval = first
         next_poll = 0.0
         while True:
             now = time.monotonic()
             if now >= next_poll:
-                self._poll_once()
+                try:
+                    self._sync_batches()
+                    self._poll_once()
+                    interval = min(ceiling, interval * 1.5)
+                except Exception as exc:
+                    if not _transient(exc):
+                        raise
+                    # The batch runs on at the API: keep polling, never give up the job.
+                    _log.warning("job %s: %s: %s; polling again", self.id, type(exc).__name__, exc)
+                    interval = min(ceiling, max(interval * 2, 1.0))
                 next_poll = time.monotonic() + interval
-                interval = min(ceiling, interval * 1.5)
             with self._lock:
                 pending = [b for b in self._batches if not b.fetched]
             if not pending:
-                return
+                live = self._recover_submissions()  # may adopt batches
+                with self._lock:
+                    pending = [b for b in self._batches if not b.fetched]
+                if pending:
+                    next_poll = 0.0
+                    continue
+                if not live:  # else another worker is creating a batch for this job: wait
+                    if not self._submit_uncarried():
+                        return
+                    next_poll = 0.0
+                    continue
+            if self._canceled:
+                self._cancel_batches()
             self._status = (
                 "canceling"
                 if self._canceled
@@ -548,6 +625,15 @@ class BatchJob:
             if self._wake.wait(timeout=max(0.0, min(_TICK_S, next_poll - time.monotonic()))):
                 self._wake.clear()
                 next_poll = 0.0
+
+    def _sync_batches(self) -> None:
+        """Pick up batches of this job recorded by another worker (thread or process)."""
+        with self._lock:
+            known = {b.id for b in self._batches}
+        for rec in self._jnl.batches(self.id):
+            if rec.batch_id not in known:
+                with self._lock:
+                    self._batches.append(_Batch(rec.batch_id, rec.request_count, self._round))
 
     def _poll_once(self) -> None:
         with self._lock:
@@ -637,7 +723,9 @@ class BatchJob:
             prices=cfg.get("prices"),
         )
         out = (
-            self._frame.copy(deep=False)
+            # Under copy-on-write a shallow copy is safe and free; before it (pandas 2
+            # by default), editing the result could write through to the input frame.
+            self._frame.copy(deep=not _COPY_ON_WRITE)
             if self._frame is not None
             else pd.DataFrame(index=self._index)
         )
@@ -680,11 +768,14 @@ def _line(custom_id: str, params: bytes) -> bytes:
 def _same_size(
     batches: Sequence[anthropic.types.messages.MessageBatch], count: int, since: float
 ) -> anthropic.types.messages.MessageBatch | None:
-    for mb in batches:
-        total = sum(int(getattr(mb.request_counts, k, 0) or 0) for k in _COUNT_KEYS)
-        if total == count and mb.created_at.timestamp() >= since - _CLOCK_SKEW_S:
-            return mb
-    return None
+    found = [
+        mb
+        for mb in batches
+        if sum(int(getattr(mb.request_counts, k, 0) or 0) for k in _COUNT_KEYS) == count
+        and mb.created_at.timestamp() >= since - _CLOCK_SKEW_S
+    ]
+    # Two unknown batches of the same size: adopting the wrong one would lose every row.
+    return found[0] if len(found) == 1 else None
 
 
 def _retry_after(response: httpx2.Response) -> float | None:
@@ -695,6 +786,33 @@ def _retry_after(response: httpx2.Response) -> float | None:
         if "retry-after" in headers:
             return float(headers["retry-after"])
     return None
+
+
+def _owner_alive(owner: str | None, started_at: str) -> bool:
+    """Is the worker that logged a submission still running (and so still creating it)?"""
+    if not owner:
+        return False
+    host, pid, _token = [*owner.split(":"), "", "", ""][:3]
+    if host != _HOST:
+        return time.time() - _parse_time(started_at) < _FOREIGN_OWNER_S
+    if int(pid or 0) == os.getpid():
+        return owner in _LIVE_OWNERS
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OSError):
+        return True
+    return True
+
+
+def _transient(exc: BaseException) -> bool:
+    """Errors the API recovers from by itself: polling again later is the cure."""
+    if isinstance(exc, (anthropic.APIConnectionError, httpx2.TransportError)):
+        return True
+    if isinstance(exc, anthropic.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return False
 
 
 def _parse_time(value: str) -> float:

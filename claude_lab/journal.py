@@ -113,6 +113,14 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX submissions_job ON submissions(job_id)",
         "CREATE INDEX job_requests_batch ON job_requests(batch_id)",
     ],
+    # v3: a submission names its owner (so a live process's create in flight is never
+    # "recovered" by another) and the requests it carries (so an adopted batch is
+    # known to carry them, and they are never submitted again).
+    [
+        "ALTER TABLE submissions ADD COLUMN owner TEXT",
+        "ALTER TABLE job_requests ADD COLUMN submission_id INTEGER",
+        "CREATE INDEX job_requests_submission ON job_requests(submission_id)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -165,6 +173,7 @@ class SubmissionRecord:
     body_bytes: int
     started_at: str
     batch_id: str | None
+    owner: str | None = None
 
 
 def default_home() -> Path:
@@ -372,7 +381,11 @@ class Journal:
         package_version: str | None,
         meta: dict[str, Any] | None = None,
         status: str = "created",
+        rows: tuple[Sequence[Hashable], Sequence[str | None]] | None = None,
+        requests: tuple[Sequence[str], Sequence[bytes]] | None = None,
     ) -> str:
+        """Record a job, and with ``rows``/``requests`` its rows and requests, atomically:
+        a job that exists without its requests would not know what it already sent."""
         job_id = "job_" + secrets.token_hex(6)
         now = _now()
         with self._write() as conn:
@@ -397,6 +410,10 @@ class Journal:
                     _dumps(meta or {}),
                 ),
             )
+            if rows is not None:
+                _insert_rows(conn, job_id, *rows)
+            if requests is not None:
+                _insert_requests(conn, job_id, *requests)
         return job_id
 
     def find_job(self, fingerprint: str, endpoint: str) -> JobRecord | None:
@@ -497,19 +514,8 @@ class Journal:
         self, job_id: str, index_labels: Iterable[Hashable], row_custom_ids: Iterable[str | None]
     ) -> None:
         """Record each input row's index label and custom_id (None = skipped), in order."""
-        labels = list(index_labels)
-        ids = list(row_custom_ids)
-        if len(labels) != len(ids):
-            raise ValueError(f"{len(labels)} index labels but {len(ids)} custom_ids")
         with self._write() as conn:
-            conn.executemany(
-                "INSERT INTO job_rows (job_id, position, index_label, custom_id)"
-                " VALUES (?, ?, ?, ?)",
-                (
-                    (job_id, i, _dumps(label), cid)
-                    for i, (label, cid) in enumerate(zip(labels, ids, strict=True))
-                ),
-            )
+            _insert_rows(conn, job_id, list(index_labels), list(row_custom_ids))
 
     def get_rows(self, job_id: str) -> tuple[list[Hashable], list[str | None]]:
         rows = self._read(
@@ -522,18 +528,8 @@ class Journal:
         self, job_id: str, custom_ids: Sequence[str], params_bytes: Sequence[bytes]
     ) -> None:
         """Record the job's unique requests; a request seen before (by hash) is kept as is."""
-        if len(custom_ids) != len(params_bytes):
-            raise ValueError(f"{len(custom_ids)} custom_ids but {len(params_bytes)} params")
-        now = _now()
         with self._write() as conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO requests (custom_id, params, created_at) VALUES (?, ?, ?)",
-                ((cid, bytes(p), now) for cid, p in zip(custom_ids, params_bytes, strict=True)),
-            )
-            conn.executemany(
-                "INSERT OR IGNORE INTO job_requests (job_id, custom_id) VALUES (?, ?)",
-                ((job_id, cid) for cid in custom_ids),
-            )
+            _insert_requests(conn, job_id, custom_ids, params_bytes)
 
     def get_request_params(self, custom_ids: Iterable[str]) -> dict[str, bytes]:
         return dict(self._in_chunks("SELECT custom_id, params FROM requests", custom_ids))
@@ -555,24 +551,37 @@ class Journal:
     # -- submissions and batches ------------------------------------------------------
 
     def carried_custom_ids(self, job_id: str) -> set[str]:
-        """The job's custom_ids that some recorded batch carried (submitted at least once)."""
+        """The job's custom_ids that a recorded batch, or a create in flight, carries."""
         rows = self._read(
-            "SELECT custom_id FROM job_requests WHERE job_id = ? AND batch_id IS NOT NULL",
+            "SELECT custom_id FROM job_requests WHERE job_id = ?"
+            " AND (batch_id IS NOT NULL OR submission_id IS NOT NULL)",
             (job_id,),
         )
         return {row[0] for row in rows}
 
     def begin_submission(
-        self, job_id: str, position: int, request_count: int, body_bytes: int
+        self,
+        job_id: str,
+        position: int,
+        request_count: int,
+        body_bytes: int,
+        custom_ids: Iterable[str] = (),
+        owner: str | None = None,
     ) -> int:
-        """Log the intent to create a batch, before the create call (see pending_submissions)."""
+        """Log the intent to create a batch carrying ``custom_ids``, before the create call
+        (see pending_submissions); ``owner`` names the process making the call."""
         with self._write() as conn:
             cur = conn.execute(
                 "INSERT INTO submissions (job_id, position, request_count, body_bytes,"
-                " started_at) VALUES (?, ?, ?, ?, ?)",
-                (job_id, position, request_count, body_bytes, _now()),
+                " started_at, owner) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, position, request_count, body_bytes, _now(), owner),
             )
-            return int(cur.lastrowid or 0)
+            sub = int(cur.lastrowid or 0)
+            conn.executemany(
+                "UPDATE job_requests SET submission_id = ? WHERE job_id = ? AND custom_id = ?",
+                ((sub, job_id, cid) for cid in custom_ids),
+            )
+            return sub
 
     def finish_submission(
         self,
@@ -580,9 +589,10 @@ class Journal:
         batch_id: str,
         created_at: str | datetime | None,
         expires_at: str | datetime | None,
-        custom_ids: Iterable[str],
+        custom_ids: Iterable[str] = (),
     ) -> None:
-        """Record the created batch and the custom_ids it carries, atomically."""
+        """Record the created batch and the custom_ids it carries (those given, and those
+        logged with the submission), atomically."""
         now = _now()
         with self._write() as conn:
             row = conn.execute(
@@ -616,6 +626,10 @@ class Journal:
                 "UPDATE job_requests SET batch_id = ? WHERE job_id = ? AND custom_id = ?",
                 ((batch_id, job_id, cid) for cid in custom_ids),
             )
+            conn.execute(
+                "UPDATE job_requests SET batch_id = ? WHERE job_id = ? AND submission_id = ?",
+                (batch_id, job_id, submission_id),
+            )
             conn.execute("UPDATE jobs SET updated_at = ? WHERE job_id = ?", (now, job_id))
 
     def pending_submissions(self, job_id: str) -> list[SubmissionRecord]:
@@ -629,9 +643,14 @@ class Journal:
     def abandon_submission(self, submission_id: int) -> None:
         """Forget a pending submission once it is known no batch was created for it."""
         with self._write() as conn:
-            conn.execute(
+            cur = conn.execute(
                 "DELETE FROM submissions WHERE id = ? AND batch_id IS NULL", (submission_id,)
             )
+            if cur.rowcount:
+                conn.execute(
+                    "UPDATE job_requests SET submission_id = NULL WHERE submission_id = ?",
+                    (submission_id,),
+                )
 
     def update_batch(
         self,
@@ -736,6 +755,36 @@ class Journal:
                 sql += f" ORDER BY {order}" if order else ""
                 out += self._db.execute(sql, [*chunk, *args]).fetchall()
         return out
+
+
+def _insert_rows(
+    conn: sqlite3.Connection,
+    job_id: str,
+    labels: Sequence[Hashable],
+    ids: Sequence[str | None],
+) -> None:
+    if len(labels) != len(ids):
+        raise ValueError(f"{len(labels)} index labels but {len(ids)} custom_ids")
+    conn.executemany(
+        "INSERT INTO job_rows (job_id, position, index_label, custom_id) VALUES (?, ?, ?, ?)",
+        ((job_id, i, _dumps(label), cid) for i, (label, cid) in enumerate(zip(labels, ids))),
+    )
+
+
+def _insert_requests(
+    conn: sqlite3.Connection, job_id: str, custom_ids: Sequence[str], params: Sequence[bytes]
+) -> None:
+    if len(custom_ids) != len(params):
+        raise ValueError(f"{len(custom_ids)} custom_ids but {len(params)} params")
+    now = _now()
+    conn.executemany(
+        "INSERT OR IGNORE INTO requests (custom_id, params, created_at) VALUES (?, ?, ?)",
+        ((cid, bytes(p), now) for cid, p in zip(custom_ids, params)),
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO job_requests (job_id, custom_id) VALUES (?, ?)",
+        ((job_id, cid) for cid in custom_ids),
+    )
 
 
 def _job(row: sqlite3.Row) -> JobRecord:

@@ -529,7 +529,7 @@ class ResultAccumulator:
             for u in parse_u:
                 try:
                     data = self._validate(text[u], output)
-                except (ValueError, TypeError, ValidationError) as exc:
+                except Exception as exc:  # a user validator may raise anything: row data
                     error[u] = _short(exc)
                     continue
                 for f, store in field_values.items():

@@ -328,3 +328,18 @@ def test_unknown_and_repeated_result_lines_are_warned_about_and_ignored(fast: Em
         out = df.claude.batch(SUM, client=fast.client(), **FAST)
     assert (out["claude_status"] == "succeeded").all()
     assert (out["claude"] == out["expected"]).all()
+
+
+def test_an_output_validator_that_raises_fails_the_row_not_the_job(fast: Emulator) -> None:
+    class Strict(pydantic.BaseModel):
+        score: int
+
+        @pydantic.field_validator("score")
+        @classmethod
+        def lookup(cls, value: int) -> int:
+            return {0: 0}[value]  # KeyError for anything else: a user's bug, one row's problem
+
+    df = pd.DataFrame({"q": ["a", "b"]})
+    out = df.claude.batch("{q}", client=fast.client(), output=Strict, **FAST)
+    assert len(out) == 2 and (out["claude_status"] == "succeeded").all()
+    assert out["claude_error"].str.contains("KeyError|parse_error").all()

@@ -187,11 +187,12 @@ def test_a_create_that_was_never_journaled_is_adopted_not_repeated(emu: Emulator
         request_count=6,
         package_version=claude_lab.__version__,
         meta={"cache": True},
+        rows=(list(df.index), [p.encoded.custom_ids[u] for u in p.encoded.row_uid]),
+        requests=(p.encoded.custom_ids, p.encoded.params),
     )
-    jnl.add_rows(job_id, list(df.index), [p.encoded.custom_ids[u] for u in p.encoded.row_uid])
-    jnl.add_requests(job_id, p.encoded.custom_ids, p.encoded.params)
     body = requests.batch_body(p.encoded.lines, p.chunks[0])
-    jnl.begin_submission(job_id, 0, 6, len(body))
+    # The intent, as logged by a worker whose process is gone now (no live owner):
+    jnl.begin_submission(job_id, 0, 6, len(body), p.encoded.custom_ids, owner=None)
     client.post(
         "/v1/messages/batches",
         cast_to=object,
@@ -416,3 +417,80 @@ def test_cli_lists_shows_waits_and_exports(
     assert len(table) == 10 and (table["claude_status"] == "succeeded").all()
     missing = cli("show", "job_doesnotexist")
     assert missing.returncode == 1 and "claude-lab jobs" in missing.stderr
+
+
+# -- found in review: each of these once paid twice or lost rows ------------------------------
+
+
+@pytest.mark.parametrize("route", ["retrieve", "results"])
+def test_a_burst_of_api_errors_while_polling_does_not_fail_the_job(
+    fast: Emulator, route: str
+) -> None:
+    fast.faults.server_error = {route: 4}  # more than the SDK's own two retries
+    out = _frame(10).claude.batch(SUM, client=fast.client(), **FAST)
+    assert (out["claude_status"] == "succeeded").all()
+    assert fast.count(*CREATE) == 1
+
+
+def test_rerun_while_the_first_run_is_still_creating_waits_for_it(emu: Emulator) -> None:
+    emu.faults.latency = 0.3  # every response is slow: the first create is still in flight
+    df = _frame(10)
+    first = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
+    _until(lambda: first.status == "submitting")
+    second = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
+    assert second.id == first.id
+    _until(lambda: len(first.batch_ids) == 1 and len(second.batch_ids) == 1)
+    emu.clock.advance(3600)
+    a, b = first.result(timeout=30), second.result(timeout=30)
+    assert emu.count(*CREATE) == 1
+    assert (a["claude_status"] == "succeeded").all() and (b["claude_status"] == "succeeded").all()
+
+
+def test_same_size_jobs_with_lost_creates_each_keep_their_own_batch(fast: Emulator) -> None:
+    fast.faults.drop_after_create = 2
+    a = _frame(6).claude.batch(SUM, client=fast.client(), wait=False, **FAST)
+    b = _frame(6, start=100).claude.batch(SUM, client=fast.client(), wait=False, **FAST)
+    out_a, out_b = a.result(timeout=30), b.result(timeout=30)
+    for out in (out_a, out_b):
+        assert (out["claude_status"] == "succeeded").all()
+        assert (out["claude"] == (out["a"] + out["b"]).astype(str)).all()
+    assert fast.count(*CREATE) == 2 and set(a.batch_ids).isdisjoint(b.batch_ids)
+
+
+def test_cancel_while_the_create_is_in_flight_cancels_that_batch() -> None:
+    with serve(speed=0, request_seconds=3600, cancel_seconds=1) as emu:
+        _cancel_while_creating(emu)
+
+
+def _cancel_while_creating(emu: Emulator) -> None:
+    emu.faults.latency = 0.3
+    df = _frame(8)
+    job = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
+    _until(lambda: job.status == "submitting")
+    job.cancel()
+    _until(lambda: emu.count("POST", "/v1/messages/batches/*/cancel") == 1)
+    emu.clock.advance(3600)
+    out = job.result(timeout=30)
+    assert job.status == "canceled"
+    assert (out["claude_status"] == "canceled").all()
+    assert claude_lab.jobs().status.item() == "canceled"
+    # A canceled run re-run on purpose starts afresh (the canceled rows were never paid).
+    emu.faults.latency = 0.0
+    again = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
+    assert again.id != job.id
+    _until(lambda: len(again.batch_ids) == 1)
+    emu.clock.advance(30 * 3600)  # slow requests: this emulator takes an hour per row
+    assert set(again.result(timeout=30)["claude_status"]) <= {"succeeded", "expired"}
+    assert emu.count(*CREATE) == 2
+
+
+def test_reattach_after_adoption_sends_nothing_more(emu: Emulator) -> None:
+    emu.faults.drop_after_create = 1
+    df = _frame(6)
+    job = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
+    _until(lambda: len(job.batch_ids) == 1)
+    again = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
+    assert again.id == job.id
+    emu.clock.advance(3600)
+    assert (again.result(timeout=30)["claude_status"] == "succeeded").all()
+    assert emu.count(*CREATE) == 1
