@@ -22,3 +22,10 @@ def emu() -> Iterator[Emulator]:
     """A running emulator whose clock stands still until the test advances it."""
     with serve(speed=0) as emulator:
         yield emulator
+
+
+@pytest.fixture
+def fast() -> Iterator[Emulator]:
+    """An emulator whose batches end as soon as they are created."""
+    with serve(request_seconds=0, concurrency=100_000) as emulator:
+        yield emulator

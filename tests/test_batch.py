@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,13 +23,6 @@ from claude_lab.errors import (
 CREATE = ("POST", "/v1/messages/batches")
 SUM = "What is {a} + {b}? Answer with a single number."
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}
-
-
-@pytest.fixture
-def fast() -> Iterator[Emulator]:
-    """An emulator whose batches end as soon as they are created."""
-    with serve(request_seconds=0, concurrency=100_000) as emulator:
-        yield emulator
 
 
 def _until(cond: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -28,12 +28,6 @@ SUM = "What is {a} + {b}? Answer with a single number."
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}
 
 
-@pytest.fixture
-def fast() -> Iterator[Emulator]:
-    with serve(request_seconds=0, concurrency=100_000) as emulator:
-        yield emulator
-
-
 def _frame(n: int, start: int = 0) -> pd.DataFrame:
     a = list(range(start, start + n))
     return pd.DataFrame({"a": a, "b": [x * 2 for x in a]})
