@@ -22,7 +22,7 @@ from claude_lab.errors import ConfigError, JobNotFoundError
 from claude_lab.journal import Journal, open_journal
 
 REPO = Path(__file__).resolve().parents[1]
-ENDPOINT = "https://api.anthropic.com"
+ENDPOINT = "https://api.example.test"  # a label only: the journal never connects
 
 
 @pytest.fixture
