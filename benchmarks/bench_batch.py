@@ -28,7 +28,7 @@ import orjson
 import pandas as pd
 
 from claude_lab import requests, results, templates
-from claude_lab.job import build_params
+from claude_lab.plan import build_params
 
 PROMPT = "Question: What is {a} + {b}?\nAnswer with a single number."
 

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from claude_lab import job as job_mod
+from claude_lab import plan as plan_mod
 
 __all__ = ["ClaudeAccessor"]
 
@@ -52,4 +53,4 @@ class ClaudeAccessor:
 
     def estimate(self, prompt: Any, **options: Any) -> dict[str, Any]:
         """What a run would send and cost at most, without sending anything."""
-        return job_mod.estimate(self._df, prompt, **options)
+        return plan_mod.estimate(self._df, prompt, **options)

@@ -9,7 +9,7 @@ guessed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
@@ -137,8 +137,3 @@ def batch_body(lines: Sequence[bytes], chunk: Chunk) -> bytes:
     body = _BODY_OPEN + b",".join(lines[u] for u in chunk.uids) + _BODY_CLOSE
     assert len(body) == chunk.body_bytes
     return body
-
-
-def iter_bodies(lines: Sequence[bytes], chunks: Sequence[Chunk]) -> Iterator[bytes]:
-    for chunk in chunks:
-        yield batch_body(lines, chunk)

@@ -161,13 +161,13 @@ def test_results_outlive_the_apis_29_day_archive(emu: Emulator) -> None:
 
 def test_a_create_that_was_never_journaled_is_adopted_not_repeated(emu: Emulator) -> None:
     """A crash between the create call and the journal write leaves only the intent behind."""
-    from claude_lab import job as job_mod
+    from claude_lab import plan as plan_mod
     from claude_lab import requests
     from claude_lab.journal import open_journal
 
     df = _frame(6)
     client = emu.client()
-    p = job_mod.plan(df, SUM, **FAST)
+    p = plan_mod.plan(df, SUM, **FAST)
     jnl = open_journal()
     endpoint = str(client.base_url)
     job_id = jnl.create_job(

@@ -1,0 +1,258 @@
+"""A run, checked and rendered before anything is sent: arguments, templates, requests.
+
+``plan()`` validates every argument, renders and encodes every row and cuts the
+requests into batches. Nothing here touches the network or the journal, so a
+bad call fails here, spending nothing; ``estimate()`` reports a plan's size and
+its worst-case cost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import anthropic
+import numpy as np
+import orjson
+import pandas as pd
+
+from claude_lab import pricing, progress, requests, templates
+from claude_lab.errors import InputError
+
+__all__ = [
+    "Plan",
+    "build_params",
+    "cost_ceiling",
+    "estimate",
+    "now_iso",
+    "plan",
+    "poll_schedule",
+    "progress_choice",
+]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def poll_schedule(poll_interval: float | tuple[float, float]) -> tuple[float, float]:
+    if isinstance(poll_interval, (int, float)):
+        first = last = float(poll_interval)
+    else:
+        try:
+            first, last = (float(x) for x in poll_interval)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"poll_interval={poll_interval!r}: pass seconds, or (first, ceiling) seconds."
+            ) from None
+    if not (first > 0 and last >= first):
+        raise InputError(
+            f"poll_interval={poll_interval!r}: seconds must be > 0 and ceiling >= first."
+        )
+    return first, last
+
+
+def cost_ceiling(config: Mapping[str, Any], input_tokens: int, n: int) -> float | None:
+    """Upper-bound cost of sending n requests (4 characters a token); None for unknown models."""
+    model, prices = str(config["model"]), config.get("prices")
+    if pricing.resolve_price(model, prices) is None:
+        return None
+    max_out = int(config["params"].get("max_tokens", 0)) * n
+    return pricing.estimate_cost(model, input_tokens, max_out, requests=max(n, 1), prices=prices)
+
+
+_SETTINGS = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "thinking",
+    "tools",
+    "tool_choice",
+    "metadata",
+)
+
+
+def _output_config(output: Any) -> dict[str, Any] | None:
+    if output is None:
+        return None
+    try:
+        schema = anthropic.transform_schema(output)
+    except Exception as exc:
+        raise InputError(
+            f"output= must be a pydantic model class or a JSON-schema dict ({exc})."
+        ) from exc
+    return {"format": {"type": "json_schema", "schema": schema}}
+
+
+def build_params(
+    model: str | None, settings: Mapping[str, Any], extra: Mapping[str, Any] | None, output: Any
+) -> dict[str, Any]:
+    """The Messages params every row shares, checked before anything is sent."""
+    if not isinstance(model, str) or not model:
+        raise InputError(
+            "Pass model=..., e.g. model='claude-haiku-4-5'. Known models: "
+            + ", ".join(pricing.known_models())
+        )
+    base: dict[str, Any] = {"model": model}
+    for key in _SETTINGS:
+        value = settings.get(key)
+        if value is not None:
+            base[key] = value
+    mt = base.get("max_tokens")
+    if not isinstance(mt, int) or isinstance(mt, bool) or mt < 1:
+        raise InputError(f"max_tokens must be a whole number >= 1, got {mt!r}.")
+    temp = base.get("temperature")
+    if temp is not None and not (isinstance(temp, (int, float)) and 0 <= temp <= 1):
+        raise InputError(f"temperature must be between 0 and 1, got {temp!r}.")
+    stops = base.get("stop_sequences")
+    if stops is not None and (isinstance(stops, str) or not all(isinstance(s, str) for s in stops)):
+        raise InputError("stop_sequences must be a list of strings.")
+    if stops is not None:
+        base["stop_sequences"] = list(stops)
+    if extra:
+        if not isinstance(extra, Mapping):
+            raise InputError("params= must be a dict of extra Messages API fields.")
+        clash = sorted(set(extra) & (set(base) | {"messages", "system", "stream"}))
+        if clash:
+            raise InputError(
+                f"params= repeats {clash}; pass those as keyword arguments instead "
+                "(messages and system come from the templates; batches cannot stream)."
+            )
+        base.update(extra)
+    oc = _output_config(output)
+    if oc is not None:
+        base["output_config"] = {**base.get("output_config", {}), **oc}
+    try:
+        orjson.dumps(base)
+    except TypeError as exc:
+        raise InputError(f"The request settings are not JSON-serialisable: {exc}.") from None
+    return base
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything checked and rendered for a run, before any request is sent."""
+
+    df: pd.DataFrame
+    encoded: requests.Encoded
+    chunks: list[requests.Chunk]
+    config: dict[str, Any]
+    cache: bool
+    poll: tuple[float, float]
+    make_display: Callable[[Callable[[], None] | None], progress.Display]
+
+
+def plan(
+    df: pd.DataFrame,
+    prompt: templates.PromptArg,
+    *,
+    system: Any = None,
+    model: str | None = None,
+    max_tokens: int = 1024,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    stop_sequences: Sequence[str] | None = None,
+    thinking: Mapping[str, Any] | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    tool_choice: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    output: Any = None,
+    parse: Callable[[str], Any] | str | None = None,
+    name: str = "claude",
+    on_missing: templates.OnMissing = "skip",
+    progress: str | None = "auto",
+    cache: bool = True,
+    poll_interval: float | tuple[float, float] = (1.0, 30.0),
+    prices: Mapping[str, tuple[float, float]] | None = None,
+) -> Plan:
+    """Check every argument and template, render and encode every row; send nothing."""
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(f"Expected a pandas DataFrame, got {type(df).__name__}.")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise InputError(f"name={name!r} must be a valid identifier such as 'claude'.")
+    if not isinstance(cache, bool):
+        raise InputError(f"cache must be True or False, got {cache!r}.")
+    if parse is not None and not (callable(parse) or isinstance(parse, str)):
+        raise InputError("parse= must be a callable, 'json', or a regular expression string.")
+    if isinstance(parse, str) and parse != "json":
+        try:
+            re.compile(parse)
+        except re.error as exc:
+            raise InputError(f"parse={parse!r} is not a valid regular expression: {exc}.") from None
+    poll = poll_schedule(poll_interval)
+    make_display = progress_choice(progress)
+    settings = {
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "stop_sequences": stop_sequences,
+        "thinking": thinking,
+        "tools": tools,
+        "tool_choice": tool_choice,
+        "metadata": metadata,
+    }
+    base = build_params(model, settings, params, output)
+    compiled = templates.compile_prompt(prompt, system)
+    rendered = templates.render(df, compiled, base, on_missing)
+    encoded = requests.encode(rendered.params)
+    labels_by_uid: list[Any] = [None] * len(encoded.custom_ids)
+    for i in np.flatnonzero(encoded.row_uid >= 0)[::-1]:
+        labels_by_uid[encoded.row_uid[i]] = df.index[i]
+    # Every request must fit before anything is sent, even those the cache may answer.
+    chunks = requests.split(encoded.lines, np.arange(len(encoded.lines)), row_labels=labels_by_uid)
+    config: dict[str, Any] = {
+        "name": name,
+        "model": model,
+        "output": output,
+        "parse": parse,
+        "prices": prices,
+        "templates": compiled.describe(),
+        "params": {k: v for k, v in base.items() if k != "model"},
+        "created_at": now_iso(),
+        "estimated_cost_usd": None,
+        "endpoint": None,
+    }
+    return Plan(df, encoded, chunks, config, cache, poll, make_display)
+
+
+def estimate(df: pd.DataFrame, prompt: templates.PromptArg, **options: Any) -> dict[str, Any]:
+    """What ``run`` would send: rows, unique requests, batches, bytes, and an upper-bound cost.
+
+    Input tokens are estimated at four characters per token; output at ``max_tokens``
+    per request, so the cost is a ceiling (batch prices; the cache is not consulted).
+    """
+    options.pop("wait", None)
+    options.pop("client", None)
+    p = plan(df, prompt, **options)
+    n = len(p.encoded.custom_ids)
+    in_tokens = sum(len(x) for x in p.encoded.params) // 4
+    out_tokens = int(p.config["params"].get("max_tokens", 0)) * n
+    return {
+        "rows": len(df),
+        "skipped": int((p.encoded.row_uid < 0).sum()),
+        "requests": n,
+        "batches": len(p.chunks),
+        "bytes": sum(c.body_bytes for c in p.chunks),
+        "input_tokens_estimate": in_tokens,
+        "max_output_tokens": out_tokens,
+        "max_cost_usd": cost_ceiling(p.config, in_tokens, n),
+    }
+
+
+def progress_choice(choice: str | None) -> Callable[[Callable[[], None] | None], progress.Display]:
+    """Validate ``progress=`` now (before sending); build the display later."""
+    if choice not in ("auto", "widget", "console", None):
+        raise InputError(f"progress={choice!r} is not one of 'auto', 'widget', 'console' or None.")
+
+    def make(on_cancel: Callable[[], None] | None) -> progress.Display:
+        return progress.make_display(choice, on_cancel=on_cancel or (lambda: None))
+
+    return make
