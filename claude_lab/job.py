@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -262,7 +262,10 @@ class BatchJob:
         """
         self.wait()
         if self._future.exception() is not None:
-            raise JobError(f"Job {self.id} failed ({self._error}); nothing to retry.")
+            raise JobError(
+                f"Job {self.id} stopped ({self._error}); re-attach first with "
+                f"claude_lab.attach({self.id!r}), then retry."
+            )
         uids = self._acc.retry_candidates(
             errors=errors, expired=expired, canceled=canceled, missing=missing
         )
@@ -856,7 +859,7 @@ def run(
             row_count=len(df),
             request_count=len(encoded.custom_ids),
             package_version=__version__,
-            meta={"cache": p.cache},
+            meta={"cache": p.cache, **_post_processing(config)},
         )
         jnl.add_rows(
             job_id,
@@ -899,12 +902,17 @@ def attach(
     frame: pd.DataFrame | None = None,
     progress: str | None = "auto",
     poll_interval: float | tuple[float, float] = (1.0, 30.0),
+    output: Any = None,
+    parse: Callable[[str], Any] | str | None = None,
 ) -> BatchJob:
     """Re-attach to a recorded job (by job id, a prefix of one, or any of its batch ids).
 
     The job keeps polling and fetching where it left off; ``job.result()`` rebuilds the
     full table from the journal, on top of ``frame`` (the original input) if given, or
-    on the stored row index otherwise. Nothing already submitted is submitted again.
+    on the stored row index otherwise. Nothing already submitted is submitted again,
+    and nothing at all for a canceled job. A regex or ``"json"`` ``parse=`` and the
+    ``output=`` schema of the original call are reapplied; pass them to override
+    (a callable ``parse=`` cannot be stored, so pass it again).
     """
     jnl = journal_mod.open_journal()
     rec = jnl.get_job(job_or_batch_id)
@@ -928,8 +936,8 @@ def attach(
     config: dict[str, Any] = {
         "name": rec.name,
         "model": rec.model,
-        "output": None,
-        "parse": None,
+        "output": output if output is not None else rec.meta.get("output_schema"),
+        "parse": parse if parse is not None else rec.meta.get("parse"),
         "prices": None,
         "templates": rec.templates,
         "params": rec.params,
@@ -950,9 +958,20 @@ def attach(
         make_display=progress_choice(progress),
         poll=poll_schedule(poll_interval),
     )
+    job._canceled = rec.status == "canceled"
     job._prepare(True, bool(rec.meta.get("cache", True)))
     job._start()
     return job
+
+
+def _post_processing(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What attach() needs to rebuild parsed and structured columns (JSON-able only)."""
+    meta: dict[str, Any] = {}
+    if isinstance(config.get("parse"), str):
+        meta["parse"] = config["parse"]
+    if config.get("output") is not None:
+        meta["output_schema"] = anthropic.transform_schema(config["output"])
+    return meta
 
 
 def _index_from_labels(labels: Sequence[Any]) -> pd.Index:

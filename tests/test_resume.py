@@ -488,3 +488,19 @@ def test_reattach_after_adoption_sends_nothing_more(emu: Emulator) -> None:
     emu.clock.advance(3600)
     assert (again.result(timeout=30)["claude_status"] == "succeeded").all()
     assert emu.count(*CREATE) == 1
+
+
+def test_attach_reapplies_parse_and_output_of_the_original_call(fast: Emulator) -> None:
+    import pydantic
+
+    class Answer(pydantic.BaseModel):
+        score: int
+
+    df = _frame(3)
+    out = df.claude.batch(SUM, client=fast.client(), parse=r"(\d+)", **FAST)
+    again = claude_lab.attach(out["claude_batch_id"].iloc[0], client=fast.client(), progress=None)
+    assert again.result(timeout=30)["claude_parsed"].tolist() == out["claude_parsed"].tolist()
+    structured = df.claude.batch("{a}", client=fast.client(), output=Answer, **FAST)
+    job = claude_lab.attach(structured["claude_batch_id"].iloc[0], client=fast.client())
+    rebuilt = job.result(timeout=30)
+    assert rebuilt["claude_score"].tolist() == structured["claude_score"].tolist()
