@@ -215,6 +215,14 @@ def _decode(codes: Mapping[str | None, int], per_u: list[int], take: np.ndarray)
     return names.take(idx, allow_fill=True)
 
 
+def _intern(codes: dict[str | None, int], value: str | None) -> int:
+    """A small code per distinct value (stop reasons and models repeat across rows)."""
+    code = codes.get(value)
+    if code is None:
+        code = codes[value] = len(codes)
+    return code
+
+
 def _obj(values: Sequence[Any]) -> np.ndarray:
     arr = np.empty(len(values), dtype=object)
     arr[:] = values
@@ -451,18 +459,8 @@ class ResultAccumulator:
                     }
                     self._tools.setdefault(u, []).append(call)
             self._text[u] = "".join(texts)
-        stop = msg.get("stop_reason")
-        codes = self._stop_codes
-        code = codes.get(stop)
-        if code is None:
-            code = codes[stop] = len(codes)
-        self._stop[u] = code
-        model = msg.get("model")
-        codes = self._model_codes
-        code = codes.get(model)
-        if code is None:
-            code = codes[model] = len(codes)
-        self._model[u] = code
+        self._stop[u] = _intern(self._stop_codes, msg.get("stop_reason"))
+        self._model[u] = _intern(self._model_codes, msg.get("model"))
         usage = msg.get("usage")
         if isinstance(usage, dict):
             get = usage.get

@@ -10,28 +10,14 @@ import httpx2
 import orjson
 import pytest
 from anthropic.types.messages import MessageBatchIndividualResponse
+from emulator_helpers import DAY, item_requests
+from emulator_helpers import strict_client as raw_client
 
 from claude_lab.emulator import Emulator, Faults, serve
 
-DAY = 86_400
-
 
 def requests(n: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "custom_id": f"r{i}",
-            "params": {
-                "model": "claude-haiku-4-5",
-                "max_tokens": 16,
-                "messages": [{"role": "user", "content": f"item {i}"}],
-            },
-        }
-        for i in range(n)
-    ]
-
-
-def raw_client(emu: Emulator) -> anthropic.Anthropic:
-    return emu.client(_strict_response_validation=True, max_retries=0)
+    return item_requests(n, max_tokens=16)
 
 
 def errored_ids(seed: int, batches: int = 1) -> list[list[str]]:

@@ -7,28 +7,14 @@ from typing import Any
 
 import anthropic
 import pytest
+from emulator_helpers import DAY, item_requests
+from emulator_helpers import strict_client as client
 
 from claude_lab.emulator import Clock, Emulator, serve
 
-DAY = 86_400
-
 
 def requests(n: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "custom_id": f"r{i}",
-            "params": {
-                "model": "claude-haiku-4-5",
-                "max_tokens": 32,
-                "messages": [{"role": "user", "content": f"item {i}"}],
-            },
-        }
-        for i in range(n)
-    ]
-
-
-def client(emu: Emulator) -> anthropic.Anthropic:
-    return emu.client(_strict_response_validation=True, max_retries=0)
+    return item_requests(n, max_tokens=32)
 
 
 def test_clock_stands_still_at_speed_zero_and_moves_when_advanced() -> None:

@@ -305,12 +305,18 @@ def _creates(log: list[dict[str, Any]]) -> int:
     return sum(1 for r in log if r["method"] == "POST" and r["path"] == "/v1/messages/batches")
 
 
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    """RUNNER as a file: one df.claude.batch call in its own process."""
+    path = tmp_path / "runner.py"
+    path.write_text(RUNNER)
+    return path
+
+
 def test_killed_process_rerun_attaches_and_gets_every_row(
-    standalone: tuple[str, Callable[[], list[dict[str, Any]]]], tmp_path: Path
+    standalone: tuple[str, Callable[[], list[dict[str, Any]]]], script: Path
 ) -> None:
     base_url, log = standalone
-    script = tmp_path / "runner.py"
-    script.write_text(RUNNER)
     env = {**os.environ}
     first = subprocess.Popen(
         [sys.executable, str(script), base_url, "40", "0"], env=env, stdout=subprocess.PIPE
@@ -340,11 +346,9 @@ def test_killed_process_rerun_attaches_and_gets_every_row(
 
 
 def test_two_processes_share_one_journal(
-    standalone: tuple[str, Callable[[], list[dict[str, Any]]]], tmp_path: Path
+    standalone: tuple[str, Callable[[], list[dict[str, Any]]]], script: Path
 ) -> None:
     base_url, log = standalone
-    script = tmp_path / "runner.py"
-    script.write_text(RUNNER)
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), base_url, "25", str(start)],
@@ -370,11 +374,9 @@ def test_two_processes_share_one_journal(
 
 
 def test_cli_lists_shows_waits_and_exports(
-    standalone: tuple[str, Callable[[], list[dict[str, Any]]]], tmp_path: Path
+    standalone: tuple[str, Callable[[], list[dict[str, Any]]]], script: Path, tmp_path: Path
 ) -> None:
     base_url, _ = standalone
-    script = tmp_path / "runner.py"
-    script.write_text(RUNNER)
     job_proc = subprocess.Popen(
         [sys.executable, str(script), base_url, "10", "0"], stdout=subprocess.PIPE, text=True
     )

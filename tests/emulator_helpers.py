@@ -1,0 +1,31 @@
+"""Builders shared by the emulator tests: small batches and a strict, non-retrying client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+
+from claude_lab.emulator import Emulator
+
+DAY = 86_400
+
+
+def item_requests(n: int, max_tokens: int = 16) -> list[dict[str, Any]]:
+    """n batch requests with custom_ids r0..r{n-1} and prompts "item {i}"."""
+    return [
+        {
+            "custom_id": f"r{i}",
+            "params": {
+                "model": "claude-haiku-4-5",
+                "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": f"item {i}"}],
+            },
+        }
+        for i in range(n)
+    ]
+
+
+def strict_client(emu: Emulator) -> anthropic.Anthropic:
+    """The SDK validating every response strictly, and showing raw errors (no retries)."""
+    return emu.client(_strict_response_validation=True, max_retries=0)
