@@ -64,7 +64,9 @@ def encode(params: Sequence[dict[str, Any] | None]) -> Encoded:
         if u is None:
             u = seen[cid] = len(ids)
             ids.append(cid)
-            blobs.append(blob)
+            # orjson's output buffer is over-allocated (about 1 KB for a 120-byte
+            # request); an exact-size copy keeps 100k params at ~15 MB, not ~100 MB.
+            blobs.append(bytes(memoryview(blob)))
             lines.append(b'{"custom_id":"' + cid.encode() + b'","params":' + blob + b"}")
         row_uid[i] = u
     return Encoded(ids, lines, blobs, row_uid)

@@ -1,0 +1,264 @@
+"""``df.claude.batch`` against the plain SDK path, as a user runs them: client CPU and peak RSS.
+
+    python benchmarks/bench_engine.py [--rows 100000] [--side ours|sdk]
+
+The emulator runs in its own process (fastest mode) and each side runs in a
+fresh client subprocess, so each side's CPU time (``time.process_time``, all
+threads) and peak RSS (``ru_maxrss``) are its own. Measured from the call to
+the finished table:
+
+* ours: ``df.claude.batch(...)`` with a fresh journal (``CLAUDE_LAB_HOME`` in a
+  temporary folder), then the journal's size on disk;
+* sdk: what a user would write with the SDK alone: one request dict per row,
+  ``client.messages.batches.create(requests=...)``, poll ``retrieve``, the typed
+  ``client.messages.batches.results()`` turned into a DataFrame.
+
+Ratios (ours / SDK) come from the same run. Our time is also split into stages
+(per-thread CPU, exclusive of nested stages), so the next person sees where it
+goes. Figures are printed, never asserted. The machine may be shared: run once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+PROMPT = "Question: What is {a} + {b}?\nAnswer with a single number."
+MODEL = "claude-haiku-4-5"
+MAX_TOKENS = 16
+POLL_S = 0.2
+
+
+@contextmanager
+def emulator(queue_limit: int | None = None) -> Iterator[str]:
+    cmd = [sys.executable, "-m", "claude_lab.emulator", "--port", "0", "--request-seconds", "0"]
+    cmd += ["--concurrency", "1000000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "http://127.0.0.1:" in line:
+                yield "http://" + line.split("http://", 1)[1].split()[0].rstrip("/")
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def frame(rows: int) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"a": rng.integers(0, 1000, rows), "b": rng.integers(0, 1000, rows)})
+
+
+# -- stage accounting (ours) -------------------------------------------------------------
+
+_stage_cpu: dict[str, float] = {}
+_local = threading.local()
+
+
+def _timed(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Charge ``fn``'s thread CPU to ``stage``, minus what nested timed calls charge."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        stack: list[float] = getattr(_local, "stack", None) or []
+        _local.stack = stack
+        t0 = time.thread_time()
+        stack.append(0.0)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent = time.thread_time() - t0
+            nested = stack.pop()
+            _stage_cpu[stage] = _stage_cpu.get(stage, 0.0) + spent - nested
+            if stack:
+                stack[-1] += spent
+
+    return wrapper
+
+
+def _instrument() -> None:
+    import anthropic.resources.messages.batches as sdk_batches
+
+    from claude_lab import job, journal, plan, requests, results, templates
+
+    templates.render = _timed("plan: render", templates.render)  # type: ignore[assignment]
+    plan.templates.render = templates.render  # type: ignore[attr-defined]
+    requests.encode = _timed("plan: encode", requests.encode)  # type: ignore[assignment]
+    plan.requests.encode = requests.encode  # type: ignore[attr-defined]
+    requests.split = _timed("plan: split", requests.split)  # type: ignore[assignment]
+    plan.requests.split = requests.split  # type: ignore[attr-defined]
+    job.requests = requests  # type: ignore[attr-defined]
+    requests.batch_body = _timed("submit: build body", requests.batch_body)  # type: ignore[assignment]
+    for name in dir(journal.Journal):
+        attr = getattr(journal.Journal, name)
+        if callable(attr) and not name.startswith("_"):
+            label = f"journal.{name}" if os.environ.get("BENCH_JOURNAL_DETAIL") else "journal"
+            setattr(journal.Journal, name, _timed(label, attr))
+    job.BatchJob._create = _timed("submit: create call", job.BatchJob._create)  # type: ignore[method-assign]
+    sdk_batches.Batches.retrieve = _timed("poll", sdk_batches.Batches.retrieve)  # type: ignore[method-assign]
+    job.BatchJob._download = _timed("download + parse", job.BatchJob._download)  # type: ignore[method-assign]
+    job.BatchJob._build = _timed("build columns", job.BatchJob._build)  # type: ignore[method-assign]
+    results.ResultAccumulator.columns = _timed(  # type: ignore[method-assign]
+        "build columns", results.ResultAccumulator.columns
+    )
+
+
+def side_ours(base_url: str, rows: int) -> dict[str, Any]:
+    import anthropic
+
+    import claude_lab  # noqa: F401  (registers the accessor)
+
+    _instrument()
+    df = frame(rows)
+    client = anthropic.Anthropic(base_url=base_url, api_key="bench", timeout=600)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    out = df.claude.batch(
+        PROMPT, model=MODEL, max_tokens=MAX_TOKENS, client=client, progress=None,
+        poll_interval=POLL_S,
+    )  # fmt: skip
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    status_col = next(c for c in out.columns if c.endswith("_status"))
+    assert (out[status_col] == "succeeded").all(), out[status_col].value_counts()
+    home = Path(os.environ["CLAUDE_LAB_HOME"])
+    size = sum(p.stat().st_size for p in home.glob("journal.sqlite3*"))
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the re-run
+    stages = dict(_stage_cpu)
+    cpu1 = time.process_time()
+    again = df.claude.batch(
+        PROMPT, model=MODEL, max_tokens=MAX_TOKENS, client=client, progress=None,
+        poll_interval=POLL_S,
+    )  # fmt: skip
+    rerun_cpu = time.process_time() - cpu1
+    return {
+        "cpu": cpu,
+        "wall": wall,
+        "stages": stages,
+        "journal_bytes": size,
+        "table_bytes": int(out.memory_usage(deep=True).sum()),
+        "rerun_cpu": rerun_cpu,
+        "rerun_same_batches": again.attrs["claude_lab"]["batch_ids"]
+        == out.attrs["claude_lab"]["batch_ids"],
+        "maxrss_mib": maxrss,
+    }
+
+
+def side_sdk(base_url: str, rows: int) -> dict[str, Any]:
+    import anthropic
+    import pandas as pd
+
+    df = frame(rows)
+    client = anthropic.Anthropic(base_url=base_url, api_key="bench", timeout=600)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    reqs = [
+        {
+            "custom_id": f"row-{i}",
+            "params": {
+                "model": MODEL,
+                "max_tokens": MAX_TOKENS,
+                "messages": [{"role": "user", "content": PROMPT.format(a=a, b=b)}],
+            },
+        }
+        for i, (a, b) in enumerate(zip(df["a"].tolist(), df["b"].tolist()))
+    ]
+    batch = client.messages.batches.create(requests=reqs)  # type: ignore[arg-type]
+    while batch.processing_status != "ended":
+        time.sleep(POLL_S)
+        batch = client.messages.batches.retrieve(batch.id)
+    records = []
+    for item in client.messages.batches.results(batch.id):
+        r = item.result
+        if r.type == "succeeded":
+            m = r.message
+            text = "".join(b.text for b in m.content if b.type == "text")
+            records.append(
+                (item.custom_id, "succeeded", text, m.usage.input_tokens, m.usage.output_tokens)
+            )
+        else:
+            records.append((item.custom_id, r.type, None, None, None))
+    res = pd.DataFrame.from_records(
+        records, columns=["custom_id", "status", "text", "input_tokens", "output_tokens"]
+    )
+    res.index = res["custom_id"].str.slice(4).astype("int64")
+    out = df.join(res.drop(columns="custom_id"))
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    assert (out["status"] == "succeeded").all()
+    return {"cpu": cpu, "wall": wall, "table_bytes": int(out.memory_usage(deep=True).sum())}
+
+
+def child(side: str, base_url: str, rows: int) -> None:
+    out = (side_ours if side == "ours" else side_sdk)(base_url, rows)
+    out.setdefault("maxrss_mib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print("RESULT " + json.dumps(out))
+
+
+def spawn(side: str, base_url: str, rows: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "CLAUDE_LAB_HOME": home}
+        cmd = [sys.executable, __file__, "--child", side, "--base-url", base_url]
+        done = subprocess.run(
+            [*cmd, "--rows", str(rows)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return dict(json.loads(line[7:]))
+    raise RuntimeError(f"{side} failed:\n{done.stdout}\n{done.stderr}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--child", choices=("ours", "sdk"))
+    ap.add_argument("--base-url")
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.base_url, args.rows)
+        return
+    with emulator() as base_url:
+        ours = spawn("ours", base_url, args.rows)
+        sdk = spawn("sdk", base_url, args.rows)
+    print(f"{args.rows:,} rows, one client process per side, emulator in its own process\n")
+    print(f"{'':22} {'ours':>10} {'SDK':>10} {'ours/SDK':>9}")
+    for key, label, unit in (
+        ("cpu", "client CPU", "s"),
+        ("wall", "wall", "s"),
+        ("maxrss_mib", "peak RSS", "MiB"),
+    ):
+        print(
+            f"{label + ' (' + unit + ')':22} {ours[key]:10.2f} {sdk[key]:10.2f}"
+            f" {ours[key] / sdk[key]:9.2f}x"
+        )
+    print(f"\njournal after the run:  {ours['journal_bytes'] / 2**20:.1f} MiB")
+    print(f"final table (deep):     {ours['table_bytes'] / 2**20:.1f} MiB")
+    print(
+        f"re-run of the same call: {ours['rerun_cpu']:.2f} s CPU, "
+        + ("same batches, nothing sent" if ours["rerun_same_batches"] else "NEW BATCHES SENT")
+    )
+    print("\nour CPU by stage (thread CPU, exclusive; 'other' = the rest of the process):")
+    stages = ours["stages"]
+    other = max(0.0, ours["cpu"] - sum(stages.values()))
+    for name, spent in sorted({**stages, "other": other}.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:24} {spent:7.2f} s  {100 * spent / ours['cpu']:5.1f} %")
+
+
+if __name__ == "__main__":
+    main()
