@@ -81,7 +81,7 @@ def run_demo(
             "id",
             "question",
             "answer",
-            "claude",
+            "claude_text",
             "correct",
             "claude_status",
             "claude_output_tokens",

@@ -136,7 +136,7 @@ def _schema_fields(output: type[BaseModel] | Mapping[str, Any]) -> list[str]:
 
 
 _BUILTIN_SUFFIXES = (
-    "",
+    "_text",
     "_status",
     "_error",
     "_stop_reason",
@@ -509,7 +509,7 @@ class ResultAccumulator:
         for u in np.flatnonzero((status[:n] == _MISSING) & used[:n]):
             error[u] = MISSING_MESSAGE
 
-        cols: dict[str, Any] = {prefix: pd.array(text[take], dtype="string")}
+        cols: dict[str, Any] = {f"{prefix}_text": pd.array(text[take], dtype="string")}
         if self._thinking and any(used[k] for k in self._thinking):
             thinking = np.full(n + 1, None, dtype=object)
             for k, t in self._thinking.items():

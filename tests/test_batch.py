@@ -43,9 +43,17 @@ def test_shuffled_results_land_on_their_rows(fast: Emulator) -> None:
     out = df.claude.batch(SUM, client=fast.client(), **FAST)
     assert out.index.equals(df.index) and len(out) == len(df)
     assert (out["claude_status"] == "succeeded").all()
-    assert (out["claude"] == out["expected"]).all()
+    assert (out["claude_text"] == out["expected"]).all()
     assert out["claude_custom_id"].is_unique
     assert fast.count(*CREATE) == 1
+
+
+def test_replies_are_claude_text_and_out_claude_stays_the_accessor(fast: Emulator) -> None:
+    out = _sums(3).claude.batch(SUM, client=fast.client(), **FAST)
+    assert out.claude_text.tolist() == out["expected"].tolist()
+    assert out.claude_text.iloc[0] == out["expected"].iloc[0]
+    assert "claude" not in out.columns
+    assert callable(out.claude.batch)  # a next step can chain on the result
 
 
 def test_input_frame_is_untouched(fast: Emulator) -> None:
@@ -54,7 +62,7 @@ def test_input_frame_is_untouched(fast: Emulator) -> None:
     out = df.claude.batch(SUM, client=fast.client(), **FAST)
     pd.testing.assert_frame_equal(df, before)
     assert list(out.columns[: len(df.columns)]) == list(df.columns)
-    assert "claude" not in df.columns
+    assert "claude_text" not in df.columns
 
 
 @pytest.mark.parametrize(
@@ -70,7 +78,7 @@ def test_any_index_keeps_order_and_alignment(fast: Emulator, index: pd.Index) ->
     df = pd.DataFrame({"a": [1, 2, 3, 4], "b": [10, 20, 30, 40]}, index=index)
     out = df.claude.batch(SUM, client=fast.client(), **FAST)
     assert out.index.equals(index)
-    assert out["claude"].tolist() == ["11", "22", "33", "44"]
+    assert out["claude_text"].tolist() == ["11", "22", "33", "44"]
 
 
 def test_identical_rows_are_sent_once_and_fanned_out(fast: Emulator) -> None:
@@ -78,7 +86,7 @@ def test_identical_rows_are_sent_once_and_fanned_out(fast: Emulator) -> None:
     out = df.claude.batch(SUM, client=fast.client(), **FAST)
     batch = fast.client().messages.batches.retrieve(out["claude_batch_id"].iloc[0])
     assert batch.request_counts.succeeded == 2
-    assert out["claude"].tolist() == ["2", "2", "4", "2"]
+    assert out["claude_text"].tolist() == ["2", "2", "4", "2"]
     # Paid once: the cost of the shared request sits on its first row only.
     cost = out["claude_cost_usd"]
     assert cost.iloc[0] > 0 and cost.iloc[1] == 0 and cost.iloc[3] == 0
@@ -104,8 +112,8 @@ def test_errored_rows_carry_the_nested_error(fast: Emulator) -> None:
         out = df.claude.batch("{q}", client=emu.client(), **FAST)
     assert out["claude_status"].tolist() == ["succeeded", "errored", "succeeded"]
     assert out["claude_error"].iloc[1] == "overloaded_error: Overloaded, try later"
-    assert pd.isna(out["claude"].iloc[1]) and pd.isna(out["claude_output_tokens"].iloc[1])
-    assert out["claude"].iloc[2] == "4"
+    assert pd.isna(out["claude_text"].iloc[1]) and pd.isna(out["claude_output_tokens"].iloc[1])
+    assert out["claude_text"].iloc[2] == "4"
 
 
 def test_unknown_model_is_an_errored_row_not_an_exception(fast: Emulator) -> None:
@@ -121,7 +129,7 @@ def test_skipped_rows_are_not_sent_and_keep_their_place(fast: Emulator) -> None:
     )
     out = df.claude.batch("{q}", client=fast.client(), **FAST)
     assert out["claude_status"].tolist() == ["succeeded", "skipped", "skipped", "succeeded"]
-    assert out["claude"].tolist()[::3] == ["3", "7"]
+    assert out["claude_text"].tolist()[::3] == ["3", "7"]
     batch = fast.client().messages.batches.retrieve(out["claude_batch_id"].iloc[0])
     assert batch.request_counts.succeeded == 2
 
@@ -171,7 +179,7 @@ def test_known_reply_gives_exact_tokens_stop_reason_and_cost(fast: Emulator) -> 
             "{q}", client=emu.client(), **{**FAST, "model": "claude-sonnet-4-5"}
         )
     row = out.iloc[0]
-    assert row["claude"] == "a long answer" and row["claude_stop_reason"] == "max_tokens"
+    assert row["claude_text"] == "a long answer" and row["claude_stop_reason"] == "max_tokens"
     assert row["claude_input_tokens"] == 1000 and row["claude_output_tokens"] == 200
     assert row["claude_cache_write_tokens"] == 400 and row["claude_cache_read_tokens"] == 2000
     # Sonnet 4.5 list: $3 in / $15 out per MTok; batch halves it; cache write 1.25x, read 0.1x.
@@ -201,7 +209,7 @@ def test_transient_404_and_dropped_results_stream_lose_nothing(fast: Emulator) -
     df = _sums(500, seed=3)
     out = df.claude.batch(SUM, client=fast.client(), **FAST)
     assert (out["claude_status"] == "succeeded").all()
-    assert (out["claude"] == out["expected"]).all()
+    assert (out["claude_text"] == out["expected"]).all()
     assert fast.count("GET", "*") >= 2  # downloaded twice
     assert fast.count(*CREATE) == 1
 
@@ -267,7 +275,7 @@ def test_empty_frame_returns_empty_columns_without_calling(fast: Emulator) -> No
     df = pd.DataFrame({"q": pd.Series([], dtype="string")})
     out = df.claude.batch("{q}", client=fast.client(), **FAST)
     assert len(out) == 0
-    assert {"claude", "claude_status", "claude_cost_usd"} <= set(out.columns)
+    assert {"claude_text", "claude_status", "claude_cost_usd"} <= set(out.columns)
     assert fast.count() == 0
 
 
@@ -288,7 +296,7 @@ def test_a_create_whose_response_is_lost_is_adopted_not_paid_twice(
     setattr(fast.faults, fault, {"create": 1} if fault == "server_error" else 1)
     out = _sums(12).claude.batch(SUM, client=fast.client(), **FAST)
     assert (out["claude_status"] == "succeeded").all()
-    assert (out["claude"] == out["expected"]).all()
+    assert (out["claude_text"] == out["expected"]).all()
     assert len(list(fast.client().messages.batches.list())) == 1
     # Lost response: adopted, never resent. Refused with a 500 before creating: resent once.
     assert fast.count(*CREATE) == (1 if fault == "drop_after_create" else 2)
@@ -311,7 +319,7 @@ def test_lines_the_api_never_sent_leave_rows_missing_not_dropped(fast: Emulator)
     missing = out["claude_status"] == "missing"
     assert 0 < missing.sum() < 60
     assert out.loc[missing, "claude_error"].notna().all()
-    assert (out.loc[~missing, "claude"] == out.loc[~missing, "expected"]).all()
+    assert (out.loc[~missing, "claude_text"] == out.loc[~missing, "expected"]).all()
 
 
 def test_unknown_and_repeated_result_lines_are_warned_about_and_ignored(fast: Emulator) -> None:
@@ -320,7 +328,7 @@ def test_unknown_and_repeated_result_lines_are_warned_about_and_ignored(fast: Em
     with pytest.warns(RuntimeWarning, match="1 result line.*unknown custom_id and 1 duplicate"):
         out = df.claude.batch(SUM, client=fast.client(), **FAST)
     assert (out["claude_status"] == "succeeded").all()
-    assert (out["claude"] == out["expected"]).all()
+    assert (out["claude_text"] == out["expected"]).all()
 
 
 def test_an_output_validator_that_raises_fails_the_row_not_the_job(fast: Emulator) -> None:

@@ -27,7 +27,7 @@ def table() -> pd.DataFrame:
     df = pd.DataFrame(
         {
             "question": ["1+1", "2+2", "3+3"],
-            "claude": pd.array(["2", "4", None], dtype="string"),
+            "claude_text": pd.array(["2", "4", None], dtype="string"),
             "claude_status": pd.array(["succeeded", "succeeded", "errored"], dtype="string"),
             "claude_output_tokens": pd.array([1, 1, None], dtype="Int64"),
             "claude_cost_usd": pd.array([0.001, 0.002, 0.0], dtype="Float64"),
@@ -74,7 +74,7 @@ def test_explicit_provenance_wins_and_index_is_kept(tmp_path: Path) -> None:
     assert prov is not None and prov["note"] == "mine" and "job_id" not in prov
     rows = [orjson.loads(x) for x in path.read_bytes().splitlines()]
     assert [r["item"] for r in rows] == ["a", "b", "b"]
-    assert rows[2]["claude"] is None
+    assert rows[2]["claude_text"] is None
     csv = export(df, tmp_path / "res.csv")
     assert pd.read_csv(csv, index_col=0).index.tolist() == ["a", "b", "b"]
 

@@ -136,7 +136,7 @@ def test_shuffled_results_land_on_their_rows() -> None:
     for line in lines:
         assert acc.feed(line) >= 0
     df = cols_for(acc)
-    assert list(df["claude"]) == [f"answer {i}" for i in range(50)]
+    assert list(df["claude_text"]) == [f"answer {i}" for i in range(50)]
     assert list(df["claude_custom_id"]) == cids
     assert (df["claude_status"] == "succeeded").all()
     assert (df["claude_batch_id"] == "msgbatch_1").all()
@@ -166,7 +166,7 @@ def test_all_statuses_and_errors() -> None:
     assert err[2] == CANCELED_MESSAGE
     assert err[3] == EXPIRED_MESSAGE
     assert err[4] == MISSING_MESSAGE
-    assert df["claude"].isna().tolist() == [False, True, True, True, True, True]
+    assert df["claude_text"].isna().tolist() == [False, True, True, True, True, True]
     assert df["claude_custom_id"].isna().tolist() == [False] * 5 + [True]
     assert acc.status_of(1) == "errored" and acc.error_type_of(1) == "overloaded_error"
     assert acc.filled.tolist() == [True, True, True, True, False, False]
@@ -189,7 +189,9 @@ def test_dtypes_are_nullable() -> None:
     acc = ResultAccumulator(cids)
     acc.feed(succeeded(cids[0]))
     df = cols_for(acc, [0, 1, -1])
-    for col in ("claude", "claude_status", "claude_error", "claude_stop_reason", "claude_model"):
+    text_cols = ["claude_text", "claude_status", "claude_error", "claude_stop_reason"]
+    text_cols.append("claude_model")
+    for col in text_cols:
         assert df[col].dtype == "string", col
     for col in (
         "claude_input_tokens",
@@ -215,7 +217,7 @@ def test_unknown_duplicate_blank_and_malformed_lines() -> None:
     assert acc.feed(b"   ") == -1
     assert acc.feed(b'{"custom_id": "trunc') == -1
     assert (acc.unknown, acc.duplicates, acc.malformed) == (1, 1, 1)
-    assert cols_for(acc)["claude"][0] == "first"
+    assert cols_for(acc)["claude_text"][0] == "first"
 
 
 def test_resumed_pass_skips_earlier_ids_silently() -> None:
@@ -228,7 +230,7 @@ def test_resumed_pass_skips_earlier_ids_silently() -> None:
     acc.begin_pass("msgbatch_1")
     assert [acc.feed(line) for line in lines] == [-1, -1, 2, 3]
     assert acc.duplicates == 0
-    assert list(cols_for(acc)["claude"]) == ["0", "1", "2", "3"]
+    assert list(cols_for(acc)["claude_text"]) == ["0", "1", "2", "3"]
 
 
 def test_batch_id_per_pass() -> None:
@@ -263,7 +265,7 @@ def test_text_blocks_joined_thinking_and_tool_calls() -> None:
     acc.feed(succeeded("a", content, stop="tool_use"))
     acc.feed(succeeded("b", "plain"))
     df = cols_for(acc)
-    assert df["claude"].tolist() == ["Hello, world", "plain"]
+    assert df["claude_text"].tolist() == ["Hello, world", "plain"]
     assert df["claude_thinking"][0] == "let me think" and pd.isna(df["claude_thinking"][1])
     assert df["claude_tool_calls"][0] == [{"id": "toolu_01", "name": "lookup", "input": {"q": "x"}}]
     assert df["claude_tool_calls"][1] is None
@@ -281,7 +283,7 @@ def test_prefix() -> None:
     acc = ResultAccumulator(["a"])
     acc.feed(succeeded("a", "x"))
     df = cols_for(acc, prefix="grade")
-    assert df["grade"][0] == "x" and "grade_status" in df and "claude" not in df
+    assert df["grade_text"][0] == "x" and "grade_status" in df and "claude" not in df
 
 
 # ---------------------------------------------------------------- fan-out and cost
@@ -298,7 +300,7 @@ def test_shared_request_fans_out_and_is_charged_once() -> None:
     acc.feed(succeeded("a", "shared", usage=usage))
     acc.feed(succeeded("b", "own", usage=usage))
     df = cols_for(acc, [0, 1, 0, -1, 0])
-    assert df["claude"].tolist()[:3] == ["shared", "own", "shared"]
+    assert df["claude_text"].tolist()[:3] == ["shared", "own", "shared"]
     # Haiku 4.5 at batch prices: (1 + 5) / 2 = 3.00 USD per 1M in + 1M out.
     cost = df["claude_cost_usd"]
     assert cost[0] == pytest.approx(3.0) and cost[1] == pytest.approx(3.0)
@@ -344,7 +346,7 @@ def test_cached_rows_cost_nothing() -> None:
     # The cached id reappearing in a download is a re-sent line, not a duplicate.
     assert acc.feed(succeeded("a", "again")) == -1 and acc.duplicates == 0
     df = cols_for(acc)
-    assert df["claude"].tolist() == ["from cache", "fresh"]
+    assert df["claude_text"].tolist() == ["from cache", "fresh"]
     assert df["claude_cached"].tolist() == [True, False]
     assert df["claude_cost_usd"][0] == 0.0 and df["claude_cost_usd"][1] > 0
     assert pd.isna(df["claude_batch_id"][0]) and df["claude_batch_id"][1] == "msgbatch_1"
@@ -383,7 +385,7 @@ def test_output_pydantic_columns_and_parse_errors() -> None:
     assert df["claude_score"].tolist()[0] == 3 and df["claude_score"].isna()[1:].all()
     assert df["claude_reason"].dtype == "string"
     assert df["claude_status"].tolist()[:3] == ["succeeded"] * 3
-    assert df["claude"][2] == "not json at all"
+    assert df["claude_text"][2] == "not json at all"
     assert df["claude_error"][1].startswith("parse_error: score")
     assert df["claude_error"][2].startswith("parse_error:")
     assert df["claude_error"][3] == "invalid_request_error: bad"
@@ -471,7 +473,7 @@ def test_retry_candidates_and_forget() -> None:
     acc.begin_pass("msgbatch_retry")
     assert acc.feed(succeeded(cids[1], "second try")) == 1
     df = cols_for(acc)
-    assert df["claude"][1] == "second try" and df["claude_status"][3] == "missing"
+    assert df["claude_text"][1] == "second try" and df["claude_status"][3] == "missing"
 
 
 def test_row_uid_out_of_range() -> None:

@@ -61,7 +61,7 @@ def test_changed_rows_send_only_what_changed(fast: Emulator) -> None:
     assert sent == 3
     assert out["claude_cached"].tolist() == [r not in (2, 5, 7) for r in range(10)]
     assert (out.loc[out.claude_cached, "claude_cost_usd"] == 0).all()
-    assert out.loc[5, "claude"] == "1006"
+    assert out.loc[5, "claude_text"] == "1006"
     assert (out["claude_status"] == "succeeded").all()
 
 
@@ -137,7 +137,7 @@ def test_attach_by_batch_id_rebuilds_the_table_from_stored_rows(fast: Emulator) 
     job = claude_lab.attach(out["claude_batch_id"].iloc[0], client=fast.client(), progress=None)
     again = job.result(timeout=30)
     assert again.index.equals(index)
-    assert again["claude"].tolist() == out["claude"].tolist()
+    assert again["claude_text"].tolist() == out["claude_text"].tolist()
     with_frame = claude_lab.attach(job.id, client=fast.client(), frame=df, progress=None)
     assert with_frame.result(timeout=30)["a"].tolist() == [1, 2, 3]
     listing = claude_lab.jobs()
@@ -155,7 +155,7 @@ def test_results_outlive_the_apis_29_day_archive(emu: Emulator) -> None:
     assert batch.archived_at is not None and batch.results_url is None
     downloads = emu.count("GET", f"/v1/messages/batches/{job.batch_ids[0]}/results")
     again = claude_lab.attach(job.id, client=emu.client(), progress=None).result(timeout=30)
-    assert again["claude"].tolist() == out["claude"].tolist()
+    assert again["claude_text"].tolist() == out["claude_text"].tolist()
     assert emu.count("GET", f"/v1/messages/batches/{job.batch_ids[0]}/results") == downloads
 
 
@@ -255,7 +255,7 @@ RUNNER = textwrap.dedent(
     out = df.claude.batch("What is {a} + {b}? Answer with a single number.",
                           model="claude-haiku-4-5", client=client, progress=None,
                           poll_interval=0.05)
-    ok = bool((out["claude"] == (out["a"] + out["b"]).astype(str)).all())
+    ok = bool((out["claude_text"] == (out["a"] + out["b"]).astype(str)).all())
     print(orjson.dumps({"status": out["claude_status"].value_counts().to_dict(),
                         "rows": len(out), "correct": ok}).decode(), flush=True)
     """
@@ -449,7 +449,7 @@ def test_same_size_jobs_with_lost_creates_each_keep_their_own_batch(fast: Emulat
     out_a, out_b = a.result(timeout=30), b.result(timeout=30)
     for out in (out_a, out_b):
         assert (out["claude_status"] == "succeeded").all()
-        assert (out["claude"] == (out["a"] + out["b"]).astype(str)).all()
+        assert (out["claude_text"] == (out["a"] + out["b"]).astype(str)).all()
     assert fast.count(*CREATE) == 2 and set(a.batch_ids).isdisjoint(b.batch_ids)
 
 
