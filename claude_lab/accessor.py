@@ -32,7 +32,9 @@ class ClaudeAccessor:
         ``top_k``, ``stop_sequences``, ``thinking``, ``tools``, ``tool_choice``,
         ``metadata``, ``params`` (any other Messages field), ``output`` (pydantic
         model or JSON schema: one column per field), ``parse`` (callable, ``"json"``
-        or a regex), ``name`` (column prefix, ``"claude"``), ``on_missing``
+        or a regex), ``name`` (column prefix, ``"claude"``; the reply is ``<name>_text``),
+        ``overwrite`` (False: a frame that already has this run's result columns is
+        refused before anything is sent; True replaces them), ``on_missing``
         (``"skip"``, ``"raise"``, ``"empty"``), ``wait`` (True returns the table,
         False a :class:`BatchJob` at once), ``progress`` (``"auto"``, ``"widget"``,
         ``"console"``, None), ``client`` (an ``anthropic.Anthropic``), ``cache``

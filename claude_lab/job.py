@@ -35,7 +35,14 @@ from claude_lab import journal as journal_mod
 from claude_lab import progress, requests, results, templates
 from claude_lab._version import __version__
 from claude_lab.errors import ConfigError, InputError, JobError, JobNotFoundError, NotReadyError
-from claude_lab.plan import cost_ceiling, now_iso, plan, poll_schedule, progress_choice
+from claude_lab.plan import (
+    clashing_columns,
+    cost_ceiling,
+    now_iso,
+    plan,
+    poll_schedule,
+    progress_choice,
+)
 
 __all__ = ["BatchJob", "attach", "run"]
 
@@ -819,6 +826,7 @@ def run(
     if not isinstance(wait, bool):
         raise InputError(f"wait must be True or False, got {wait!r}.")
     p = plan(df, prompt, **options)
+    df = p.df  # without the result columns overwrite=True replaces
     encoded, config = p.encoded, p.config
     if not encoded.custom_ids:  # empty frame, or every row skipped: nothing to send
         job = BatchJob(
@@ -927,6 +935,14 @@ def attach(
             f"frame has {len(frame)} rows but job {rec.job_id} was run on {len(row_uid)}; "
             "pass the original DataFrame, or no frame to rebuild from the stored rows."
         )
+    if frame is not None:
+        schema = output if output is not None else rec.meta.get("output_schema")
+        clashes = clashing_columns(frame, rec.name or "claude", schema)
+        if clashes:
+            raise InputError(
+                f"frame already has the result column(s) {clashes}; pass the original input "
+                "DataFrame, so the rebuilt results do not overwrite columns you have."
+            )
     index = frame.index if frame is not None else _index_from_labels(labels)
     if client is None:
         client = resolve_client(None)

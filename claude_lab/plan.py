@@ -19,12 +19,13 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from claude_lab import pricing, progress, requests, templates
+from claude_lab import pricing, progress, requests, results, templates
 from claude_lab.errors import InputError
 
 __all__ = [
     "Plan",
     "build_params",
+    "clashing_columns",
     "cost_ceiling",
     "estimate",
     "now_iso",
@@ -171,6 +172,7 @@ def plan(
     cache: bool = True,
     poll_interval: float | tuple[float, float] = (1.0, 30.0),
     prices: Mapping[str, tuple[float, float]] | None = None,
+    overwrite: bool = False,
 ) -> Plan:
     """Check every argument and template, render and encode every row; send nothing."""
     if not isinstance(df, pd.DataFrame):
@@ -186,6 +188,8 @@ def plan(
             re.compile(parse)
         except re.error as exc:
             raise InputError(f"parse={parse!r} is not a valid regular expression: {exc}.") from None
+    if not isinstance(overwrite, bool):
+        raise InputError(f"overwrite must be True or False, got {overwrite!r}.")
     poll = poll_schedule(poll_interval)
     make_display = progress_choice(progress)
     settings = {
@@ -201,6 +205,13 @@ def plan(
     }
     base = build_params(model, settings, params, output)
     compiled = templates.compile_prompt(prompt, system)
+    clashes = clashing_columns(df, name, output)
+    if clashes and not overwrite:
+        raise InputError(
+            f"The DataFrame already has the result column(s) {clashes} that this call would "
+            f"write, e.g. from an earlier run. Pass name={_free_name(df, name, output)!r} (or "
+            "another prefix) to keep both, or overwrite=True to replace them."
+        )
     rendered = templates.render(df, compiled, base, on_missing)
     encoded = requests.encode(rendered.params)
     labels_by_uid: list[Any] = [None] * len(encoded.custom_ids)
@@ -220,7 +231,23 @@ def plan(
         "estimated_cost_usd": None,
         "endpoint": None,
     }
-    return Plan(df, encoded, chunks, config, cache, poll, make_display)
+    # The templates have read the old columns; the result replaces them.
+    frame = df.drop(columns=clashes) if clashes else df
+    return Plan(frame, encoded, chunks, config, cache, poll, make_display)
+
+
+def clashing_columns(df: pd.DataFrame, name: str, output: Any = None) -> list[str]:
+    """The input's columns a run named ``name`` would write over, in the input's order."""
+    ours = set(results.result_columns(name, output))
+    return [c for c in df.columns if isinstance(c, str) and c in ours]
+
+
+def _free_name(df: pd.DataFrame, name: str, output: Any) -> str:
+    base = name.rstrip("0123456789") or name
+    k = 2
+    while clashing_columns(df, f"{base}{k}", output):
+        k += 1
+    return f"{base}{k}"
 
 
 def estimate(df: pd.DataFrame, prompt: templates.PromptArg, **options: Any) -> dict[str, Any]:

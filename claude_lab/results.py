@@ -32,6 +32,7 @@ __all__ = [
     "ResultAccumulator",
     "iter_lines",
     "output_columns",
+    "result_columns",
 ]
 
 #: Row statuses, indexed by the internal status code.
@@ -170,6 +171,16 @@ def output_columns(
         col = f"{prefix}_{field}"
         names[field] = f"{prefix}_output_{field}" if col in taken else col
     return names
+
+
+def result_columns(
+    prefix: str = "claude", output: type[BaseModel] | Mapping[str, Any] | None = None
+) -> list[str]:
+    """Every column a run with this prefix and ``output=`` may write (some only sometimes)."""
+    cols = [prefix + s for s in _BUILTIN_SUFFIXES]
+    if output is not None:
+        cols += [c for c in output_columns(output, prefix).values() if c not in cols]
+    return cols
 
 
 def _short(exc: BaseException) -> str:
