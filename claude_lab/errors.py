@@ -13,6 +13,7 @@ __all__ = [
     "InputError",
     "JobError",
     "JobNotFoundError",
+    "JournalError",
     "NotReadyError",
     "RequestTooLargeError",
     "TemplateError",
@@ -25,6 +26,14 @@ class ClaudeLabError(Exception):
 
 class ConfigError(ClaudeLabError):
     """The environment is not set up: no API key, an unusable client, an unwritable home."""
+
+
+class JournalError(ConfigError):
+    """The journal file cannot be used: not a database, damaged or truncated, or read-only.
+
+    The message names the file, what went wrong and what to do; claude_lab never
+    deletes or overwrites a journal to get past this.
+    """
 
 
 class InputError(ClaudeLabError, ValueError):

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import pandas as pd
 
-from claude_lab.errors import ConfigError, JobNotFoundError
+from claude_lab.errors import ConfigError, JobNotFoundError, JournalError
 
 __all__ = [
     "INACTIVE_STATUSES",
@@ -271,11 +271,15 @@ class Journal:
             self._setup()
         except BaseException as exc:
             self.close()
+            if isinstance(exc, PermissionError) and self.path.exists():
+                raise journal_error(self.path, exc) from exc
             if isinstance(exc, OSError):
-                raise ConfigError(
+                raise JournalError(
                     f"cannot create the claude_lab journal at {self.path}: {exc}. "
                     "Set CLAUDE_LAB_HOME to a writable folder."
                 ) from exc
+            if isinstance(exc, sqlite3.DatabaseError) and _unusable(exc):
+                raise journal_error(self.path, exc) from exc
             raise
 
     # -- connection -------------------------------------------------------------------
@@ -347,10 +351,21 @@ class Journal:
         return f"Journal({str(self.path)!r})"
 
     @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn a journal that turns out unusable mid-run (damaged, read-only) into one
+        JournalError that says what to do, instead of a bare sqlite3 error."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if _unusable(exc):
+                raise journal_error(self.path, exc) from exc
+            raise
+
+    @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         # BEGIN IMMEDIATE takes the write lock up front (waiting up to busy_timeout), so
         # two processes never both read-then-write and fail with SQLITE_BUSY mid-way.
-        with self._lock:
+        with self._lock, self._guard():
             conn = self._db
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -358,11 +373,12 @@ class Journal:
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
+        with self._lock, self._guard():
             return self._db.execute(sql, args).fetchall()
 
     # -- jobs -------------------------------------------------------------------------
@@ -468,7 +484,7 @@ class Journal:
     def list_jobs(self) -> pd.DataFrame:
         """One row per job, newest first; request counts are summed over the job's batches."""
         kinds = ("processing", "succeeded", "errored", "canceled", "expired")
-        with self._lock:
+        with self._lock, self._guard():
             jobs = self._db.execute(
                 "SELECT job_id, name, status, model, row_count, request_count, created_at,"
                 " updated_at FROM jobs ORDER BY created_at DESC, rowid DESC"
@@ -747,7 +763,7 @@ class Journal:
     ) -> list[Any]:
         keys = list(dict.fromkeys(keys))
         out: list[Any] = []
-        with self._lock:
+        with self._lock, self._guard():
             for start in range(0, len(keys), _CHUNK):
                 chunk = keys[start : start + _CHUNK]
                 sql = f"{select} WHERE {column} IN ({', '.join('?' * len(chunk))})"
@@ -755,6 +771,61 @@ class Journal:
                 sql += f" ORDER BY {order}" if order else ""
                 out += self._db.execute(sql, [*chunk, *args]).fetchall()
         return out
+
+
+# SQLite's primary result codes that mean the file itself cannot be used as a journal
+# (as opposed to a busy lock, which the busy timeout waits out).
+_UNUSABLE = (
+    *("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_READONLY", "SQLITE_CANTOPEN"),
+    *("SQLITE_IOERR", "SQLITE_FULL", "SQLITE_PERM"),
+)
+
+
+def _unusable(exc: sqlite3.DatabaseError) -> bool:
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    if name:
+        return any(name == code or name.startswith(code + "_") for code in _UNUSABLE)
+    text = str(exc)
+    return any(
+        words in text
+        for words in ("not a database", "malformed", "readonly", "unable to open", "I/O")
+    )
+
+
+def journal_error(path: Path, exc: BaseException) -> JournalError:
+    """The one error for a journal file claude_lab cannot use, with what to do about it."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    read_only = isinstance(exc, PermissionError) or name.startswith(
+        ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")
+    )
+    if read_only:
+        what = "cannot be written: the file or its folder is read-only"
+        fix = (
+            "make the file and its folder writable (SQLite also writes "
+            f"{path.name}-wal and {path.name}-shm next to it)"
+        )
+    else:
+        if name.startswith("SQLITE_NOTADB") or "not a database" in text:
+            what = "is not a SQLite database (it holds something else, or its header is damaged)"
+        elif name.startswith("SQLITE_CORRUPT") or "malformed" in text:
+            what = "is damaged or truncated"
+        else:
+            what = "could not be read or written"
+        fix = (
+            f"move it aside, with any {path.name}-wal and {path.name}-shm next to it "
+            f"(e.g. `mv {path} {path}.broken`), and a fresh journal is started; jobs "
+            "recorded only in the old file are then no longer found, so keep it if their "
+            "batches may still be running"
+        )
+    return JournalError(
+        f"The claude_lab journal at {path} {what} ({type(exc).__name__}: {text}). "
+        "claude_lab records every batch it creates there before and after spending money, "
+        "so it does not run without a working journal, and it never deletes or overwrites "
+        f"one. To go on: {fix}; or set CLAUDE_LAB_HOME to another, writable folder to use a "
+        "separate journal. Note that cache=False does not avoid the journal (it only stops "
+        "cached results being reused); only another CLAUDE_LAB_HOME does."
+    )
 
 
 def _insert_rows(

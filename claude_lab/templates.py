@@ -4,7 +4,8 @@ A template is a ``str.format``-style string naming DataFrame columns, a list
 of ``{"role", "content"}`` messages whose contents are templates, or a
 callable ``row -> str | list[dict] | None``. Only plain field names are
 allowed, so a template can never reach into Python objects
-(``{a.b}``, ``{a[0]}``, ``{0}`` and ``{}`` are refused).
+(``{a.b}``, ``{a[0]}``, ``{0}`` and ``{}`` are refused), and holds no format
+specs or conversions (``{a:>10}``, ``{a!r}``, ``{a:{b}}`` are refused too).
 """
 
 from __future__ import annotations
@@ -59,6 +60,15 @@ class Template:
                     f"{where}: {shown} is not allowed. Templates take plain column names only, "
                     f"such as {{question}}; compute anything else into a column first, "
                     "or pass a callable prompt."
+                )
+            if spec:
+                # A spec can hold nested fields ({q:{other}}) and fails per value at render
+                # time; a column formatted up front says exactly what is sent.
+                raise TemplateError(
+                    f"{where}: {{{field}:{spec}}} is not allowed. Templates take plain column "
+                    f"names only, such as {{{field}}}, with no format spec or conversion; "
+                    f"format the column first (e.g. df[{field!r}].map('{{:{spec}}}'.format)), "
+                    "or pass a callable prompt. Nothing was sent."
                 )
             literals.append(pending)
             pending = ""

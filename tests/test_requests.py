@@ -56,6 +56,36 @@ def test_split_by_count_and_exact_body_size() -> None:
     assert len(by_bytes[0].uids) == 4
 
 
+class _Sized(bytes):
+    """A stand-in request line of a given length: split() only measures lines, so the
+    boundary of the real 256 MB default is tested without building 256 MB."""
+
+    def __new__(cls, size: int) -> _Sized:
+        obj = super().__new__(cls)
+        obj.size = size  # type: ignore[attr-defined]
+        return obj
+
+    def __len__(self) -> int:
+        return int(self.size)  # type: ignore[attr-defined]
+
+
+def test_the_default_byte_limit_is_256_decimal_megabytes() -> None:
+    assert requests.MAX_BATCH_BYTES == 256_000_000  # "256 MB", not 256 MiB
+    assert requests.MAX_BATCH_REQUESTS == 100_000
+    overhead = len(b'{"requests":[') + len(b"]}")
+    first = 100_000_000
+    # Two lines and the comma between them fill the body to exactly 256,000,000 bytes.
+    exact = 256_000_000 - overhead - 1 - first
+    at = requests.split([_Sized(first), _Sized(exact)], [0, 1])
+    assert [len(c.uids) for c in at] == [2] and at[0].body_bytes == 256_000_000
+    over = requests.split([_Sized(first), _Sized(exact + 1)], [0, 1])
+    assert [len(c.uids) for c in over] == [1, 1]
+    assert max(c.body_bytes for c in over) < 256_000_000
+    with pytest.raises(RequestTooLargeError, match="256,000,000 bytes"):
+        requests.split([_Sized(256_000_000 - overhead + 1)], [0])
+    assert len(requests.split([_Sized(256_000_000 - overhead)], [0])) == 1
+
+
 def test_too_large_request_is_named_by_row() -> None:
     enc = requests.encode([_params("small"), _params("x" * 5000)])
     with pytest.raises(RequestTooLargeError, match="'row-b'") as info:

@@ -48,9 +48,14 @@ def test_renders_user_and_system_per_row_and_keeps_literal_braces() -> None:
     assert not r.skipped.any()
 
 
-def test_format_spec_is_applied() -> None:
-    df = pd.DataFrame({"x": [0.12345]})
-    assert _render(df, "{x:.2f}").params[0]["messages"][0]["content"] == "0.12"
+@pytest.mark.parametrize("bad", ["{q:{other}}", "{q:>10}", "{q:.2f}", "{q!r:>3}", "{q!s}"])
+def test_format_specs_and_conversions_are_refused_before_rendering(bad: str) -> None:
+    df = pd.DataFrame({"q": [0.12345], "other": [">5"]})
+    with pytest.raises(TemplateError, match="plain column names") as info:
+        _render(df, f"Q: {bad}")
+    assert "format" in str(info.value) or "!" in bad
+    with pytest.raises(TemplateError, match="plain column names"):
+        templates.compile_prompt("hi", system=f"S {bad}")
 
 
 def test_multi_turn_and_content_blocks() -> None:
