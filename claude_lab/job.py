@@ -696,7 +696,7 @@ class BatchJob:
 
     def _request_params(self) -> list[bytes]:
         if self._params is None:
-            stored = self._jnl.get_request_params(self._custom_ids)
+            stored = self._jnl.get_request_params(self._custom_ids, job_id=self.id)
             self._params = [stored[c] for c in self._custom_ids]
         return self._params
 

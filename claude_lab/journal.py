@@ -11,13 +11,15 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
 import orjson
 import pandas as pd
 
@@ -35,9 +37,10 @@ __all__ = [
     "open_journal",
 ]
 
-# Each step is a list of statements; step i brings user_version from i to i + 1.
+# Each step is a list of statements (or functions of the connection, for data that
+# SQL alone cannot move); step i brings user_version from i to i + 1.
 # Append only: never edit a step that has shipped.
-MIGRATIONS: list[list[str]] = [
+MIGRATIONS: list[list[str | Callable[[sqlite3.Connection], None]]] = [
     [
         """CREATE TABLE jobs (
             job_id TEXT PRIMARY KEY,
@@ -120,6 +123,52 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE submissions ADD COLUMN owner TEXT",
         "ALTER TABLE job_requests ADD COLUMN submission_id INTEGER",
         "CREATE INDEX job_requests_submission ON job_requests(submission_id)",
+    ],
+    # v4 "bulk storage": rows, requests and result lines are stored in bulk, as
+    # compressed blobs (one per job, per submission, per stored chunk of a results
+    # file), with one compact index row per result for the cache. A 100k-row run
+    # writes a few blobs and one index, not four tables of 100k rows each.
+    [
+        """CREATE TABLE row_sets (
+            job_id TEXT PRIMARY KEY REFERENCES jobs(job_id) ON DELETE CASCADE,
+            labels BLOB NOT NULL,
+            custom_ids BLOB NOT NULL
+        )""",
+        """CREATE TABLE request_sets (
+            id INTEGER PRIMARY KEY,
+            job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+            request_count INTEGER NOT NULL,
+            custom_ids BLOB NOT NULL,
+            params BLOB NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX request_sets_job ON request_sets(job_id)",
+        "ALTER TABLE submissions ADD COLUMN custom_ids BLOB",
+        # No foreign keys, as before: the result cache outlives the job that paid for
+        # it (the endpoint is kept here so it still scopes the cache), and an odd
+        # results file must be storable.
+        """CREATE TABLE result_files (
+            id INTEGER PRIMARY KEY,
+            batch_id TEXT NOT NULL,
+            endpoint TEXT,
+            line_count INTEGER NOT NULL,
+            lines BLOB NOT NULL,
+            fetched_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX result_files_batch ON result_files(batch_id)",
+        """CREATE TABLE result_index (
+            custom_id TEXT NOT NULL,
+            file_id INTEGER NOT NULL,
+            ord INTEGER NOT NULL,
+            succeeded INTEGER NOT NULL,
+            PRIMARY KEY (custom_id, file_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX result_index_file ON result_index(file_id)",
+        lambda conn: _migrate_to_bulk(conn),
+        "DROP TABLE results",
+        "DROP TABLE job_requests",
+        "DROP TABLE requests",
+        "DROP TABLE job_rows",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -229,12 +278,6 @@ def _dumps(obj: Any) -> str:
     return orjson.dumps(obj, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
-def _label(text: str) -> Hashable:
-    value = orjson.loads(text)
-    # JSON has no tuples; index labels are hashable, so a list can only have been a tuple.
-    return tuple(value) if isinstance(value, list) else value
-
-
 @contextlib.contextmanager
 def _umask(mask: int) -> Iterator[None]:
     # The umask is process-wide, so this is held only around file creation.
@@ -299,6 +342,8 @@ class Journal:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+        # A checkpointed WAL keeps its size on disk; bound what it leaves behind.
+        conn.execute("PRAGMA journal_size_limit = 8388608")
         self._migrate()
 
     def _migrate(self) -> None:
@@ -316,7 +361,10 @@ class Journal:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version < SCHEMA_VERSION:
                     for statement in MIGRATIONS[version]:
-                        conn.execute(statement)
+                        if callable(statement):
+                            statement(conn)
+                        else:
+                            conn.execute(statement)
                     version += 1
                     conn.execute(f"PRAGMA user_version = {version}")
 
@@ -534,46 +582,69 @@ class Journal:
             _insert_rows(conn, job_id, list(index_labels), list(row_custom_ids))
 
     def get_rows(self, job_id: str) -> tuple[list[Hashable], list[str | None]]:
-        rows = self._read(
-            "SELECT index_label, custom_id FROM job_rows WHERE job_id = ? ORDER BY position",
-            (job_id,),
-        )
-        return [_label(row[0]) for row in rows], [row[1] for row in rows]
+        rows = self._read("SELECT labels, custom_ids FROM row_sets WHERE job_id = ?", (job_id,))
+        if not rows:
+            return [], []
+        labels = orjson.loads(zlib.decompress(rows[0][0]))
+        # JSON has no tuples; index labels are hashable, so a list can only have been a tuple.
+        labels = [tuple(x) if isinstance(x, list) else x for x in labels]
+        return labels, [c or None for c in _unpack_ids(rows[0][1])]
 
     def add_requests(
         self, job_id: str, custom_ids: Sequence[str], params_bytes: Sequence[bytes]
     ) -> None:
-        """Record the job's unique requests; a request seen before (by hash) is kept as is."""
+        """Record the job's unique requests (one compressed blob for the lot)."""
         with self._write() as conn:
             _insert_requests(conn, job_id, custom_ids, params_bytes)
 
-    def get_request_params(self, custom_ids: Iterable[str]) -> dict[str, bytes]:
-        return dict(self._in_chunks("SELECT custom_id, params FROM requests", custom_ids))
+    def get_request_params(
+        self, custom_ids: Iterable[str], job_id: str | None = None
+    ) -> dict[str, bytes]:
+        """The params recorded for these custom_ids (by ``job_id`` if given, which is
+        much faster than searching every job); the first recorded copy wins."""
+        wanted = set(custom_ids)
+        sql = "SELECT custom_ids, params FROM request_sets"
+        args: tuple[Any, ...] = ()
+        if job_id is not None:
+            sql, args = sql + " WHERE job_id = ?", (job_id,)
+        found: dict[str, bytes] = {}
+        for ids_blob, params_blob in self._read(sql + " ORDER BY id", args):
+            ids = _unpack_ids(ids_blob)
+            if wanted.isdisjoint(ids):
+                continue
+            for cid, params in zip(ids, _unpack(params_blob)):
+                if cid in wanted and cid not in found:
+                    found[cid] = params
+            if len(found) == len(wanted):
+                break
+        return found
 
     def job_custom_ids(self, job_id: str, batch_id: str | None = None) -> list[str]:
         """The job's unique custom_ids, or only those a given batch carried."""
         if batch_id is None:
             rows = self._read(
-                "SELECT custom_id FROM job_requests WHERE job_id = ? ORDER BY rowid", (job_id,)
+                "SELECT custom_ids FROM request_sets WHERE job_id = ? ORDER BY id", (job_id,)
             )
         else:
             rows = self._read(
-                "SELECT custom_id FROM job_requests WHERE job_id = ? AND batch_id = ?"
-                " ORDER BY rowid",
+                "SELECT custom_ids FROM submissions WHERE job_id = ? AND batch_id = ?"
+                " AND custom_ids IS NOT NULL ORDER BY id",
                 (job_id, batch_id),
             )
-        return [row[0] for row in rows]
+        return list(dict.fromkeys(c for row in rows for c in _unpack_ids(row[0])))
 
     # -- submissions and batches ------------------------------------------------------
 
     def carried_custom_ids(self, job_id: str) -> set[str]:
         """The job's custom_ids that a recorded batch, or a create in flight, carries."""
         rows = self._read(
-            "SELECT custom_id FROM job_requests WHERE job_id = ?"
-            " AND (batch_id IS NOT NULL OR submission_id IS NOT NULL)",
+            "SELECT custom_ids FROM submissions WHERE job_id = ? AND custom_ids IS NOT NULL",
             (job_id,),
         )
-        return {row[0] for row in rows}
+        carried: set[str] = set()
+        for row in rows:
+            carried.update(_unpack_ids(row[0]))
+        return carried
 
     def begin_submission(
         self,
@@ -589,15 +660,18 @@ class Journal:
         with self._write() as conn:
             cur = conn.execute(
                 "INSERT INTO submissions (job_id, position, request_count, body_bytes,"
-                " started_at, owner) VALUES (?, ?, ?, ?, ?, ?)",
-                (job_id, position, request_count, body_bytes, _now(), owner),
+                " started_at, owner, custom_ids) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    position,
+                    request_count,
+                    body_bytes,
+                    _now(),
+                    owner,
+                    _pack_ids(list(custom_ids)),
+                ),
             )
-            sub = int(cur.lastrowid or 0)
-            conn.executemany(
-                "UPDATE job_requests SET submission_id = ? WHERE job_id = ? AND custom_id = ?",
-                ((sub, job_id, cid) for cid in custom_ids),
-            )
-            return sub
+            return int(cur.lastrowid or 0)
 
     def finish_submission(
         self,
@@ -638,14 +712,16 @@ class Journal:
                     now,
                 ),
             )
-            conn.executemany(
-                "UPDATE job_requests SET batch_id = ? WHERE job_id = ? AND custom_id = ?",
-                ((batch_id, job_id, cid) for cid in custom_ids),
-            )
-            conn.execute(
-                "UPDATE job_requests SET batch_id = ? WHERE job_id = ? AND submission_id = ?",
-                (batch_id, job_id, submission_id),
-            )
+            extra = list(custom_ids)
+            if extra:
+                carried = conn.execute(
+                    "SELECT custom_ids FROM submissions WHERE id = ?", (submission_id,)
+                ).fetchone()[0]
+                ids = list(dict.fromkeys([*_unpack_ids(carried), *extra]))
+                conn.execute(
+                    "UPDATE submissions SET custom_ids = ? WHERE id = ?",
+                    (_pack_ids(ids), submission_id),
+                )
             conn.execute("UPDATE jobs SET updated_at = ? WHERE job_id = ?", (now, job_id))
 
     def pending_submissions(self, job_id: str) -> list[SubmissionRecord]:
@@ -654,19 +730,19 @@ class Journal:
             "SELECT * FROM submissions WHERE job_id = ? AND batch_id IS NULL ORDER BY id",
             (job_id,),
         )
-        return [SubmissionRecord(**dict(row)) for row in rows]
+        # The blob of custom_ids stays here: carried_custom_ids reads it in bulk.
+        records = [dict(row) for row in rows]
+        for data in records:
+            data.pop("custom_ids", None)
+        return [SubmissionRecord(**data) for data in records]
 
     def abandon_submission(self, submission_id: int) -> None:
         """Forget a pending submission once it is known no batch was created for it."""
         with self._write() as conn:
-            cur = conn.execute(
+            # Its custom_ids go with it, so they count as not carried again.
+            conn.execute(
                 "DELETE FROM submissions WHERE id = ? AND batch_id IS NULL", (submission_id,)
             )
-            if cur.rowcount:
-                conn.execute(
-                    "UPDATE job_requests SET submission_id = NULL WHERE submission_id = ?",
-                    (submission_id,),
-                )
 
     def update_batch(
         self,
@@ -706,14 +782,41 @@ class Journal:
     # -- results ----------------------------------------------------------------------
 
     def store_results(self, batch_id: str, items: Iterable[tuple[str, str, bytes]]) -> None:
-        """Store raw result lines ``(custom_id, status, line)``, replacing earlier copies of
-        the same (custom_id, batch_id)."""
+        """Store raw result lines ``(custom_id, status, line)`` as one compressed blob,
+        indexed by custom_id; they replace earlier copies of the same (custom_id, batch_id)."""
+        items = list(items)
+        if not items:
+            return
         now = _now()
+        ids = [cid for cid, _, _ in items]
+        blob = _pack([line for _, _, line in items])
         with self._write() as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO results (custom_id, batch_id, status, line, fetched_at)"
+            found = conn.execute(
+                "SELECT j.endpoint FROM batches b JOIN jobs j USING (job_id) WHERE b.batch_id = ?",
+                (batch_id,),
+            ).fetchone()
+            earlier = [
+                r[0]
+                for r in conn.execute("SELECT id FROM result_files WHERE batch_id = ?", (batch_id,))
+            ]
+            cur = conn.execute(
+                "INSERT INTO result_files (batch_id, endpoint, line_count, lines, fetched_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                ((cid, batch_id, status, bytes(line), now) for cid, status, line in items),
+                (batch_id, found[0] if found else None, len(items), blob, now),
+            )
+            file_id = int(cur.lastrowid or 0)
+            if earlier:  # a second download of the batch: its new lines replace the old
+                marks = ", ".join("?" * len(earlier))
+                conn.executemany(
+                    f"DELETE FROM result_index WHERE custom_id = ? AND file_id IN ({marks})",
+                    ((cid, *earlier) for cid in ids),
+                )
+            # Sorted keys go into the index's B-tree in order: far fewer page splits.
+            order = sorted(range(len(items)), key=ids.__getitem__)
+            conn.executemany(
+                "INSERT OR REPLACE INTO result_index (custom_id, file_id, ord, succeeded)"
+                " VALUES (?, ?, ?, ?)",
+                ((ids[k], file_id, k, items[k][1] == "succeeded") for k in order),
             )
 
     def cached_results(self, custom_ids: Iterable[str], endpoint: str) -> dict[str, bytes]:
@@ -722,17 +825,8 @@ class Journal:
         Only results fetched from ``endpoint`` count: an emulator's reply must never
         answer a request meant for the real API, nor the other way round.
         """
-        return dict(
-            self._in_chunks(
-                "SELECT r.custom_id, r.line FROM results r"
-                " JOIN batches b ON b.batch_id = r.batch_id JOIN jobs j ON j.job_id = b.job_id",
-                custom_ids,
-                where="r.status = 'succeeded' AND j.endpoint = ?",
-                order="r.fetched_at, r.rowid",
-                args=(_clean_endpoint(endpoint),),
-                column="r.custom_id",
-            )
-        )
+        hits = self._hits(custom_ids, _clean_endpoint(endpoint), succeeded_only=True)
+        return {cid: line for cid, (_, line) in self._lines(hits).items()}
 
     def job_results(self, job_id: str) -> dict[str, bytes]:
         """For each of the job's requests, the best line known at the job's endpoint: a
@@ -741,36 +835,48 @@ class Journal:
 
     def job_results_by_batch(self, job_id: str) -> dict[str, tuple[str, bytes]]:
         """Like ``job_results``, with the batch each line came from."""
-        rows = self._read(
-            "SELECT r.custom_id, r.batch_id, r.line FROM job_requests jr"
-            " JOIN results r USING (custom_id)"
-            " JOIN batches b ON b.batch_id = r.batch_id JOIN jobs rj ON rj.job_id = b.job_id"
-            " JOIN jobs j ON j.job_id = jr.job_id"
-            " WHERE jr.job_id = ? AND rj.endpoint = j.endpoint"
-            " ORDER BY r.status = 'succeeded', r.fetched_at, r.rowid",
-            (job_id,),
-        )
-        return {row[0]: (row[1], row[2]) for row in rows}  # later rows (better ones) win
+        rows = self._read("SELECT endpoint FROM jobs WHERE job_id = ?", (job_id,))
+        if not rows:
+            return {}
+        hits = self._hits(self.job_custom_ids(job_id), rows[0][0], succeeded_only=False)
+        # A success beats any failure; among equals the newest wins (the last one kept).
+        hits.sort(key=lambda h: (h[4], h[1], h[2]))
+        return self._lines(hits)
 
-    def _in_chunks(
-        self,
-        select: str,
-        keys: Iterable[str],
-        where: str = "",
-        order: str = "",
-        args: tuple[Any, ...] = (),
-        column: str = "custom_id",
-    ) -> list[Any]:
-        keys = list(dict.fromkeys(keys))
-        out: list[Any] = []
+    def _hits(
+        self, custom_ids: Iterable[str], endpoint: str, succeeded_only: bool
+    ) -> list[tuple[str, int, int, str, int]]:
+        """Index entries ``(custom_id, file_id, ord, batch_id, succeeded)`` at ``endpoint``,
+        oldest first."""
+        keys = list(dict.fromkeys(custom_ids))
+        where = "f.endpoint = ?" + (" AND i.succeeded = 1" if succeeded_only else "")
+        out: list[tuple[str, int, int, str, int]] = []
         with self._lock, self._guard():
             for start in range(0, len(keys), _CHUNK):
                 chunk = keys[start : start + _CHUNK]
-                sql = f"{select} WHERE {column} IN ({', '.join('?' * len(chunk))})"
-                sql += f" AND {where}" if where else ""
-                sql += f" ORDER BY {order}" if order else ""
-                out += self._db.execute(sql, [*chunk, *args]).fetchall()
+                out += self._db.execute(
+                    "SELECT i.custom_id, i.file_id, i.ord, f.batch_id, i.succeeded"
+                    " FROM result_index i JOIN result_files f ON f.id = i.file_id"
+                    f" WHERE i.custom_id IN ({', '.join('?' * len(chunk))}) AND {where}",
+                    [*chunk, endpoint],
+                ).fetchall()
+        out.sort(key=lambda h: (h[1], h[2]))
         return out
+
+    def _lines(self, hits: Sequence[Sequence[Any]]) -> dict[str, tuple[str, bytes]]:
+        """``{custom_id: (batch_id, line)}`` from hits in rising order of preference (the
+        last hit of a custom_id wins); each blob is decompressed once."""
+        best = {h[0]: (h[1], h[2], h[3]) for h in hits}
+        files: dict[int, list[bytes]] = {}
+        wanted = sorted({f for f, _, _ in best.values()})
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            for file_id, blob in self._read(
+                f"SELECT id, lines FROM result_files WHERE id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                files[file_id] = _unpack(blob)
+        return {cid: (batch_id, files[f][o]) for cid, (f, o, batch_id) in best.items()}
 
 
 # SQLite's primary result codes that mean the file itself cannot be used as a journal
@@ -836,9 +942,10 @@ def _insert_rows(
 ) -> None:
     if len(labels) != len(ids):
         raise ValueError(f"{len(labels)} index labels but {len(ids)} custom_ids")
-    conn.executemany(
-        "INSERT INTO job_rows (job_id, position, index_label, custom_id) VALUES (?, ?, ?, ?)",
-        ((job_id, i, _dumps(label), cid) for i, (label, cid) in enumerate(zip(labels, ids))),
+    encoded = orjson.dumps(list(labels), default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
+    conn.execute(
+        "INSERT INTO row_sets (job_id, labels, custom_ids) VALUES (?, ?, ?)",
+        (job_id, zlib.compress(encoded, 1), _pack_ids([c or "" for c in ids])),
     )
 
 
@@ -847,15 +954,118 @@ def _insert_requests(
 ) -> None:
     if len(custom_ids) != len(params):
         raise ValueError(f"{len(custom_ids)} custom_ids but {len(params)} params")
-    now = _now()
-    conn.executemany(
-        "INSERT OR IGNORE INTO requests (custom_id, params, created_at) VALUES (?, ?, ?)",
-        ((cid, bytes(p), now) for cid, p in zip(custom_ids, params)),
+    if not custom_ids:
+        return
+    conn.execute(
+        "INSERT INTO request_sets (job_id, request_count, custom_ids, params, created_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (job_id, len(custom_ids), _pack_ids(custom_ids), _pack(params), _now()),
     )
-    conn.executemany(
-        "INSERT OR IGNORE INTO job_requests (job_id, custom_id) VALUES (?, ?)",
-        ((job_id, cid) for cid in custom_ids),
-    )
+
+
+# Blobs are zlib at level 1: ~14x smaller for result lines, at ~0.2 s per 100 MB.
+def _pack(items: Sequence[bytes]) -> bytes:
+    """Byte strings (any content) -> one compressed blob: count, lengths, then the data."""
+    lengths = np.fromiter(map(len, items), dtype="<u4", count=len(items))
+    head = len(items).to_bytes(4, "little") + lengths.tobytes()
+    return zlib.compress(head + b"".join(items), 1)
+
+
+def _unpack(blob: bytes) -> list[bytes]:
+    raw = zlib.decompress(blob)
+    n = int.from_bytes(raw[:4], "little")
+    ends = np.cumsum(np.frombuffer(raw, dtype="<u4", count=n, offset=4), dtype=np.int64)
+    ends += 4 + 4 * n
+    starts = np.empty_like(ends)
+    starts[:1] = 4 + 4 * n
+    starts[1:] = ends[:-1]
+    return [raw[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+
+
+def _pack_ids(ids: Sequence[str]) -> bytes:
+    # custom_ids are [A-Za-z0-9_-]{1,64} by the API's rules, so a newline separates them.
+    return zlib.compress("\n".join(ids).encode(), 1)
+
+
+def _unpack_ids(blob: bytes | None) -> list[str]:
+    if not blob:
+        return []
+    text = zlib.decompress(blob).decode()
+    return text.split("\n") if text else []
+
+
+def _migrate_to_bulk(conn: sqlite3.Connection) -> None:
+    """v4: move a v3 journal's per-row tables into the bulk blobs, job by job."""
+    for (job_id,) in conn.execute("SELECT DISTINCT job_id FROM job_rows").fetchall():
+        rows = conn.execute(
+            "SELECT index_label, custom_id FROM job_rows WHERE job_id = ? ORDER BY position",
+            (job_id,),
+        ).fetchall()
+        labels = ("[" + ",".join(r[0] for r in rows) + "]").encode()
+        conn.execute(
+            "INSERT INTO row_sets (job_id, labels, custom_ids) VALUES (?, ?, ?)",
+            (job_id, zlib.compress(labels, 1), _pack_ids([r[1] or "" for r in rows])),
+        )
+    for (job_id,) in conn.execute("SELECT DISTINCT job_id FROM job_requests").fetchall():
+        rows = conn.execute(
+            "SELECT jr.custom_id, r.params FROM job_requests jr"
+            " LEFT JOIN requests r USING (custom_id) WHERE jr.job_id = ? ORDER BY jr.rowid",
+            (job_id,),
+        ).fetchall()
+        _insert_requests(conn, job_id, [r[0] for r in rows], [bytes(r[1] or b"") for r in rows])
+    # What each submission carries; a v1 batch recorded without a submission gets one.
+    for sub_id, job_id, batch_id in conn.execute(
+        "SELECT id, job_id, batch_id FROM submissions"
+    ).fetchall():
+        ids = conn.execute(
+            "SELECT custom_id FROM job_requests WHERE job_id = ?"
+            " AND (submission_id = ? OR (batch_id IS NOT NULL AND batch_id = ?)) ORDER BY rowid",
+            (job_id, sub_id, batch_id),
+        ).fetchall()
+        conn.execute(
+            "UPDATE submissions SET custom_ids = ? WHERE id = ?",
+            (_pack_ids([r[0] for r in ids]), sub_id),
+        )
+    for job_id, batch_id, position, count, created in conn.execute(
+        "SELECT job_id, batch_id, position, request_count, COALESCE(created_at, updated_at)"
+        " FROM batches WHERE batch_id NOT IN"
+        " (SELECT batch_id FROM submissions WHERE batch_id IS NOT NULL)"
+    ).fetchall():
+        ids = conn.execute(
+            "SELECT custom_id FROM job_requests WHERE job_id = ? AND batch_id = ? ORDER BY rowid",
+            (job_id, batch_id),
+        ).fetchall()
+        conn.execute(
+            "INSERT INTO submissions (job_id, position, request_count, body_bytes, started_at,"
+            " batch_id, custom_ids) VALUES (?, ?, ?, 0, ?, ?, ?)",
+            (job_id, position, count, created, batch_id, _pack_ids([r[0] for r in ids])),
+        )
+    for (batch_id,) in conn.execute("SELECT DISTINCT batch_id FROM results").fetchall():
+        found = conn.execute(
+            "SELECT j.endpoint FROM batches b JOIN jobs j USING (job_id) WHERE b.batch_id = ?",
+            (batch_id,),
+        ).fetchone()
+        rows = conn.execute(
+            "SELECT custom_id, status, line, fetched_at FROM results WHERE batch_id = ?"
+            " ORDER BY fetched_at, rowid",
+            (batch_id,),
+        ).fetchall()
+        cur = conn.execute(
+            "INSERT INTO result_files (batch_id, endpoint, line_count, lines, fetched_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                batch_id,
+                found[0] if found else None,
+                len(rows),
+                _pack([bytes(r[2]) for r in rows]),
+                rows[-1][3],
+            ),
+        )
+        conn.executemany(
+            "INSERT OR REPLACE INTO result_index (custom_id, file_id, ord, succeeded)"
+            " VALUES (?, ?, ?, ?)",
+            ((r[0], cur.lastrowid, k, r[1] == "succeeded") for k, r in enumerate(rows)),
+        )
 
 
 def _job(row: sqlite3.Row) -> JobRecord:

@@ -357,7 +357,7 @@ def test_two_processes_write_concurrently(tmp_path: Path) -> None:
         assert all(len(j.job_results(job)) == 50 for job in written)
     with raw(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert conn.execute("SELECT count(*) FROM results").fetchone()[0] == 80 * 50
+        assert conn.execute("SELECT count(*) FROM result_index").fetchone()[0] == 80 * 50
 
 
 def test_migrates_from_v1(tmp_path: Path) -> None:
