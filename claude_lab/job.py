@@ -193,9 +193,19 @@ class BatchJob:
 
     @property
     def cost(self) -> float | None:
-        """Cost in USD at batch prices of the results fetched so far (None before any)."""
+        """What the replies in the table cost to produce, in USD at batch prices, whoever
+        paid (the sum of ``<name>_cost_usd``; the same on a cached re-run); None before
+        any result."""
         if not self._acc.filled.any():
             return None
+        return float(self._acc.cost(self._config.get("prices"), cached=True))
+
+    @property
+    def spent(self) -> float:
+        """What this call spent, in USD at batch prices: the succeeded results this job
+        object downloaded from the API (including its ``retry()`` rounds). Results an
+        earlier call already fetched, and cache hits, add nothing: 0.0 on a fully cached
+        re-run or on re-attaching to a finished job."""
         return self._known_cost()
 
     def done(self) -> bool:
@@ -321,11 +331,13 @@ class BatchJob:
                 b.status = rec.processing_status
                 b.counts = {k: int(rec.request_counts.get(k, 0)) for k in _COUNT_KEYS}
                 self._batches.append(b)
+            # Fetched by an earlier call, so not paid by this one.
+            acc.mark_cached(np.flatnonzero(acc.filled))
         if cache:
             wanted = [c for u, c in enumerate(self._custom_ids) if not acc.filled[u]]
             for cid, line in self._jnl.cached_results(wanted, self._config["endpoint"]).items():
                 acc.feed_cached(cid, line)
-            self._cached_rows = int(np.isin(self._row_uid, np.flatnonzero(acc.cached)).sum())
+        self._cached_rows = int(np.isin(self._row_uid, np.flatnonzero(acc.cached)).sum())
         todo = self._uncarried()
         if len(todo) and self._params is not None:
             chars = sum(len(self._params[u]) for u in todo)
@@ -735,6 +747,7 @@ class BatchJob:
             "requests": len(self._custom_ids),
             "status_counts": totals,
             "cost_usd": float(pd.Series(cols[f"{cfg['name']}_cost_usd"]).sum()),
+            "spent_usd": self.spent,
         }
         return out
 

@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,6 +29,7 @@ from claude_lab.errors import ConfigError, JobNotFoundError, JournalError
 __all__ = [
     "INACTIVE_STATUSES",
     "MIGRATIONS",
+    "ROW_COUNT_KINDS",
     "SCHEMA_VERSION",
     "BatchRecord",
     "JobRecord",
@@ -172,6 +174,18 @@ MIGRATIONS: list[list[str | Callable[[sqlite3.Connection], None]]] = [
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+#: The row counts of ``Journal.row_counts`` and ``jobs()``, in display order.
+ROW_COUNT_KINDS = (
+    "processing",
+    "succeeded",
+    "errored",
+    "canceled",
+    "expired",
+    "missing",
+    "skipped",
+    "cached",
+)
 
 # Jobs in these states are never re-attached to by a re-run.
 INACTIVE_STATUSES = ("failed", "abandoned")
@@ -529,23 +543,52 @@ class Journal:
                     "claude_lab.jobs() (or `claude-lab jobs`) lists the recorded jobs."
                 )
 
+    def row_counts(self, job_id: str | None = None) -> dict[str, dict[str, int]]:
+        """Per job, its rows by final status, as a re-built result table would have them.
+
+        A row's status is that of the best result known for its request at the job's
+        endpoint (a success from any job, so after a retry or from the cache; else the
+        newest line); ``cached`` counts the rows whose result came from another job's
+        batch. Rows with no result yet are ``processing`` while the job is active and
+        ``missing`` once it ended; ``skipped`` rows were never sent.
+        """
+        sql = "SELECT j.job_id, j.status, j.endpoint, r.custom_ids FROM jobs j"
+        sql += " LEFT JOIN row_sets r USING (job_id)"
+        jobs = self._read(sql + " WHERE j.job_id = ?", (job_id,)) if job_id else self._read(sql)
+        owner = dict(self._read("SELECT batch_id, job_id FROM batches"))
+        out: dict[str, dict[str, int]] = {}
+        for jid, job_status, endpoint, ids_blob in jobs:
+            sums = out[jid] = dict.fromkeys(ROW_COUNT_KINDS, 0)
+            row_ids = _unpack_ids(ids_blob)
+            hits = self._hits([c for c in row_ids if c], endpoint, succeeded_only=False)
+            hits.sort(key=lambda h: (h[4], h[1], h[2]))  # as job_results_by_batch ranks them
+            best = {h[0]: h for h in hits}
+            status = {c: "succeeded" for c, h in best.items() if h[4]}
+            failed = [h for h in best.values() if not h[4]]
+            for cid, (_, line) in self._lines(failed).items():  # only failures need reading
+                status[cid] = _line_status(line)
+            pending = "missing" if job_status in ("ended", "canceled") else "processing"
+            for cid, count in Counter(row_ids).items():
+                kind = "skipped" if not cid else status.get(cid, pending)
+                sums[kind] += count
+                if cid in best and owner.get(best[cid][3]) != jid:
+                    sums["cached"] += count
+        return out
+
     def list_jobs(self) -> pd.DataFrame:
-        """One row per job, newest first; request counts are summed over the job's batches."""
-        kinds = ("processing", "succeeded", "errored", "canceled", "expired")
+        """One row per job, newest first, with its rows counted by final status (see
+        ``row_counts``: after retries, cache hits included)."""
+        kinds = ROW_COUNT_KINDS
         with self._lock, self._guard():
             jobs = self._db.execute(
                 "SELECT job_id, name, status, model, row_count, request_count, created_at,"
                 " updated_at FROM jobs ORDER BY created_at DESC, rowid DESC"
             ).fetchall()
-            batches = self._db.execute("SELECT job_id, request_counts FROM batches").fetchall()
+            batches = self._db.execute("SELECT job_id FROM batches").fetchall()
         n_batches: dict[str, int] = {}
-        totals: dict[str, dict[str, int]] = {}
         for row in batches:
             n_batches[row[0]] = n_batches.get(row[0], 0) + 1
-            sums = totals.setdefault(row[0], dict.fromkeys(kinds, 0))
-            for kind, count in orjson.loads(row[1]).items():
-                if kind in sums:
-                    sums[kind] += int(count)
+        totals = self.row_counts()
         records = []
         for row in jobs:
             sums = totals.get(row["job_id"], dict.fromkeys(kinds, 0))
@@ -985,6 +1028,15 @@ def _unpack(blob: bytes) -> list[bytes]:
 def _pack_ids(ids: Sequence[str]) -> bytes:
     # custom_ids are [A-Za-z0-9_-]{1,64} by the API's rules, so a newline separates them.
     return zlib.compress("\n".join(ids).encode(), 1)
+
+
+def _line_status(line: bytes) -> str:
+    """The result type of a stored results line (errored if it cannot be read)."""
+    with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+        kind = orjson.loads(line)["result"]["type"]
+        if kind in ("succeeded", "errored", "canceled", "expired"):
+            return str(kind)
+    return "errored"
 
 
 def _unpack_ids(blob: bytes | None) -> list[str]:

@@ -309,6 +309,11 @@ class ResultAccumulator:
         """Like :meth:`feed`, for a line served from the result cache (costs nothing now)."""
         return self._store(line, custom_id, True)
 
+    def mark_cached(self, uids: Sequence[int] | np.ndarray) -> None:
+        """Mark requests ``uids`` as not received by this run (served from the journal)."""
+        for u in np.asarray(uids, dtype=np.int64).tolist():
+            self._cached[u] = True
+
     @property
     def cached(self) -> np.ndarray:
         """Per request: True if its result was served from the result cache."""
@@ -368,14 +373,20 @@ class ResultAccumulator:
             self._tools.pop(u, None)
             self._error_type.pop(u, None)
 
-    def cost(self, prices: Mapping[str, pricing.PriceLike] | None = None) -> float:
-        """USD spent so far at batch prices: each succeeded request once, cache hits free.
+    def cost(
+        self, prices: Mapping[str, pricing.PriceLike] | None = None, *, cached: bool = False
+    ) -> float:
+        """USD at batch prices of each succeeded request once: those this run received,
+        plus with ``cached=True`` those served from the journal.
 
         Requests of a model with no known price count as 0 here (no warning: this
         is called while polling; :meth:`columns` warns about them).
         """
         status = np.array(self._status, dtype=np.int8)
-        ok = np.flatnonzero((status == _SUCCEEDED) & ~np.array(self._cached, dtype=bool))
+        ok = status == _SUCCEEDED
+        if not cached:
+            ok &= ~np.array(self._cached, dtype=bool)
+        ok = np.flatnonzero(ok)
         if ok.size == 0:
             return 0.0
         per = pricing.cost(
@@ -497,8 +508,9 @@ class ResultAccumulator:
         """Build the result columns, one value per input row, as nullable pandas arrays.
 
         ``row_uid[i]`` is the request index of row ``i`` (-1: row was skipped).
-        Rows sharing a request share its values; its cost is counted once, on
-        the first such row (0.0 on the others and on cache-served rows).
+        Rows sharing a request share its values; its cost (the batch price of
+        producing the reply, whether this run paid it or it was served from the
+        journal) is counted once, on the first such row (0.0 on the others).
         """
         n = len(self.custom_ids)
         uid = np.asarray(row_uid, dtype=np.int64)
@@ -612,7 +624,6 @@ class ResultAccumulator:
         # Failed requests are not billed; skipped and missing rows stay unknown (NA).
         failed = np.isin(status[:n], (_ERRORED, _CANCELED, _EXPIRED))
         cost_u[:n][failed] = 0.0
-        cost_u[:n][np.array(self._cached, dtype=bool)] = 0.0
         row_cost = cost_u[take]
         # A request shared by several rows was paid once: charge its first row only.
         if uid.size:

@@ -268,10 +268,48 @@ def test_list_jobs(journal: Journal) -> None:
     journal.update_batch("b2", "ended", counts)
     frame = journal.list_jobs()
     assert list(frame["job_id"]) == [second, first]
-    row = frame.iloc[0]
-    assert (row["batches"], row["succeeded"], row["errored"], row["rows"]) == (2, 2, 2, 3)
+    assert frame.iloc[0]["batches"] == 2
     assert frame.iloc[1]["batches"] == 0
     assert str(frame["created_at"].dt.tz) == "UTC"
+
+
+def _add(j: Journal, job_id: str, ids: list[str | None]) -> None:
+    j.add_rows(job_id, range(len(ids)), ids)
+    unique = list(dict.fromkeys(c for c in ids if c is not None))
+    j.add_requests(job_id, unique, [b"{}"] * len(unique))
+
+
+def test_job_counts_are_rows_by_final_status_after_a_retry(journal: Journal) -> None:
+    job = make_job(journal)
+    _add(journal, job, [cid(1), cid(2), cid(2), None])
+    submit(journal, job, "b1", [cid(1), cid(2)])
+    journal.store_results("b1", [(cid(1), "succeeded", line(cid(1), "succeeded"))])
+    journal.store_results("b1", [(cid(2), "errored", line(cid(2), "errored"))])
+    before = journal.list_jobs().iloc[0]
+    assert (before["succeeded"], before["errored"], before["skipped"]) == (1, 2, 1)
+    submit(journal, job, "b2", [cid(2)], position=1)  # the retry
+    journal.store_results("b2", [(cid(2), "succeeded", line(cid(2), "succeeded"))])
+    journal.set_job_status(job, "ended")
+    after = journal.list_jobs().iloc[0]
+    assert (after["succeeded"], after["errored"], after["skipped"]) == (3, 0, 1)
+    assert (after["cached"], after["processing"], after["missing"]) == (0, 0, 0)
+
+
+def test_a_job_served_from_the_cache_counts_its_rows(journal: Journal) -> None:
+    paid = make_job(journal)
+    _add(journal, paid, [cid(1), cid(2)])
+    submit(journal, paid, "b1", [cid(1), cid(2)])
+    journal.store_results("b1", [(c, "succeeded", line(c, "succeeded")) for c in (cid(1), cid(2))])
+    cached = make_job(journal, fingerprint="fp2")
+    _add(journal, cached, [cid(2), cid(1), cid(3)])
+    row = journal.list_jobs().set_index("job_id").loc[cached]
+    assert row["batches"] == 0
+    assert (row["succeeded"], row["cached"], row["processing"]) == (2, 2, 1)
+    journal.set_job_status(cached, "ended")
+    assert journal.row_counts(cached)[cached]["missing"] == 1
+    other = make_job(journal, fingerprint="fp3", endpoint="http://127.0.0.1:9")
+    _add(journal, other, [cid(1)])
+    assert journal.row_counts(other)[other]["succeeded"] == 0  # another endpoint's results
 
 
 def test_bulk_100k(journal: Journal) -> None:

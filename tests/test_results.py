@@ -338,7 +338,7 @@ def test_failed_requests_cost_nothing_missing_is_unknown() -> None:
     assert cost[0] == 0.0 and cost[1] == 0.0 and pd.isna(cost[2])
 
 
-def test_cached_rows_cost_nothing() -> None:
+def test_cached_rows_keep_their_price_but_are_not_spent_again() -> None:
     acc = ResultAccumulator(["a", "b"])
     assert acc.feed_cached("a", succeeded("a", "from cache")) == 0
     acc.begin_pass("msgbatch_1")
@@ -348,7 +348,9 @@ def test_cached_rows_cost_nothing() -> None:
     df = cols_for(acc)
     assert df["claude_text"].tolist() == ["from cache", "fresh"]
     assert df["claude_cached"].tolist() == [True, False]
-    assert df["claude_cost_usd"][0] == 0.0 and df["claude_cost_usd"][1] > 0
+    assert df["claude_cost_usd"][0] == df["claude_cost_usd"][1] > 0  # the reply's price
+    assert acc.cost() == pytest.approx(df["claude_cost_usd"][1])  # only "b" was paid now
+    assert acc.cost(cached=True) == pytest.approx(df["claude_cost_usd"].sum())
     assert pd.isna(df["claude_batch_id"][0]) and df["claude_batch_id"][1] == "msgbatch_1"
     assert acc.cached.tolist() == [True, False]
 
