@@ -2,8 +2,10 @@
 
 ``demo`` runs the README's evaluation; ``jobs``, ``show``, ``wait``, ``cancel``
 and ``results`` work on the journal, so a run started in a notebook can be
-followed, stopped or exported from a shell. Exit codes: 0 done, 1 a claude_lab
-error (the message says what to do), 2 bad usage, 130 interrupted.
+followed, stopped or exported from a shell. ``jobs``, ``show`` and ``results``
+answer from the journal and need no API key (``show`` refreshes from the API
+when it can). Exit codes: 0 done, 1 a claude_lab error (the message says what
+to do), 2 bad usage, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,34 +14,48 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import anthropic
 import pandas as pd
 
+from claude_lab._version import __version__
 from claude_lab.errors import ClaudeLabError
+from claude_lab.journal import ROW_COUNT_KINDS, JobRecord, Journal
 
 __all__ = ["main"]
+
+_BATCH_COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="claude-lab", description="Run and follow Claude batch jobs over DataFrames."
+        prog="claude-lab",
+        description="Run and follow Claude batch jobs over DataFrames.",
+        epilog="Exit codes: 0 done, 1 a claude_lab error (the message says what to do), "
+        "2 bad usage, 130 interrupted.",
     )
+    p.add_argument("--version", action="version", version=f"claude-lab {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = sub.add_parser("demo", help="evaluate a model on the shipped arithmetic set")
     d.add_argument("--real", action="store_true", help="use the real API (needs ANTHROPIC_API_KEY)")
     d.add_argument("--rows", type=int, default=None, help="use only the first N questions")
     d.add_argument("--model", default="claude-haiku-4-5")
     d.add_argument("--out", default="claude_lab_results/demo_results.csv")
-    sub.add_parser("jobs", help="list the jobs in the journal")
+    sub.add_parser("jobs", help="list the jobs in the journal (offline)")
     for name, text in (
-        ("show", "show one job's batches and counts"),
+        ("show", "show one job's rows and batches (refreshed from the API when possible)"),
         ("wait", "wait for a job to finish and fetch its results"),
         ("cancel", "cancel a job's unfinished batches"),
     ):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("job", help="job id (or a unique prefix), or one of its batch ids")
-    r = sub.add_parser("results", help="write a job's result table to a file")
+    r = sub.add_parser("results", help="write a job's result table to a file (offline)")
     r.add_argument("job")
     r.add_argument("--out", required=True, help="FILE.csv, FILE.parquet or FILE.jsonl")
+    r.add_argument(
+        "--results-only",
+        action="store_true",
+        help="leave out the input columns recorded with the job",
+    )
     return p
 
 
@@ -75,20 +91,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         if df.empty:
             print("No jobs recorded yet.")
         else:
-            with pd.option_context("display.width", 160, "display.max_columns", 20):
+            with pd.option_context("display.width", 200, "display.max_columns", 30):
                 print(df.to_string(index=False))
         return 0
     jnl = open_journal()
     rec = jnl.get_job(args.job)
     if args.command == "show":
-        print(
-            f"job {rec.job_id}  status={rec.status}  model={rec.model}  "
-            f"rows={rec.row_count}  requests={rec.request_count}  created={rec.created_at}"
-        )
-        for b in jnl.batches(rec.job_id):
-            counts = " ".join(f"{k}={v}" for k, v in b.request_counts.items())
-            print(f"  {b.batch_id}  {b.processing_status}  {counts}")
+        _show(jnl, rec)
         return 0
+    if args.command == "results":
+        return _results(rec, args.out, with_input=not args.results_only)
     if args.command == "cancel":
         job = job_mod.attach(rec.job_id, progress=None)
         job.cancel()
@@ -100,11 +112,71 @@ def _dispatch(args: argparse.Namespace) -> int:
     job = job_mod.attach(rec.job_id, progress="console" if sys.stderr.isatty() else None)
     df = job.result()
     status = df[f"{rec.name}_status"].value_counts().to_dict()
-    if args.command == "wait":
-        print(f"job {rec.job_id} {job.status}: {status}")
-        return 0
-    from claude_lab.export import export
-
-    export(df, args.out)
-    print(f"Wrote {len(df)} rows to {args.out} ({status})")
+    print(f"job {rec.job_id} {job.status}: {status}")
     return 0
+
+
+def _results(rec: JobRecord, out: str, *, with_input: bool) -> int:
+    from claude_lab.export import export
+    from claude_lab.job import load_result
+
+    df, rec = load_result(rec.job_id, with_input=with_input)
+    export(df, out)
+    status = df[f"{rec.name}_status"].value_counts().to_dict()
+    print(f"Wrote {len(df)} rows and {df.shape[1]} columns to {out} ({status})")
+    if rec.status not in ("ended", "canceled"):
+        print(
+            f"claude-lab: job {rec.job_id} is {rec.status}: rows whose results were not "
+            f"fetched yet are 'missing'. `claude-lab wait {rec.job_id}` fetches them.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _show(jnl: Journal, rec: JobRecord) -> None:
+    fresh, note = _refresh(jnl, rec)
+    rec = jnl.get_job(rec.job_id)
+    print(
+        f"job {rec.job_id}  status={rec.status}  model={rec.model}  "
+        f"rows={rec.row_count}  requests={rec.request_count}  created={rec.created_at}"
+    )
+    counts = jnl.row_counts(rec.job_id).get(rec.job_id, dict.fromkeys(ROW_COUNT_KINDS, 0))
+    print("rows: " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    batches = jnl.batches(rec.job_id)
+    if fresh:
+        print(f"batches ({note}):")
+    else:
+        stamps = [rec.updated_at, *(b.updated_at for b in batches)]
+        print(f"batches (as of {max(stamps)}; {note}):")
+    for b in batches:
+        bc = " ".join(f"{k}={v}" for k, v in b.request_counts.items())
+        print(f"  {b.batch_id}  {b.processing_status}  {bc}")
+    if not batches:
+        print("  none (every row was skipped or answered from the result cache)")
+
+
+def _refresh(jnl: Journal, rec: JobRecord) -> tuple[bool, str]:
+    """Update the journal's batch statuses from the API; (done, what happened)."""
+    from claude_lab.job import resolve_client
+
+    open_batches = [b for b in jnl.batches(rec.job_id) if b.processing_status != "ended"]
+    if not open_batches:
+        if rec.status in ("ended", "canceled"):
+            return True, "final: every batch has ended"
+        return False, "no batch is running"
+    try:
+        client = resolve_client(None)
+    except ClaudeLabError:
+        return False, "no API key to refresh from the API (set ANTHROPIC_API_KEY)"
+    if rec.endpoint and str(client.base_url).rstrip("/") != rec.endpoint.rstrip("/"):
+        client = client.with_options(base_url=rec.endpoint)
+    client = client.with_options(max_retries=0, timeout=10.0)
+    try:
+        for b in open_batches:
+            mb = client.messages.batches.retrieve(b.batch_id)
+            rc = mb.request_counts
+            counts = {k: int(getattr(rc, k, 0) or 0) for k in _BATCH_COUNTS}
+            jnl.update_batch(b.batch_id, mb.processing_status, counts, mb.ended_at)
+    except anthropic.AnthropicError as exc:
+        return False, f"could not refresh from {client.base_url}: {type(exc).__name__}"
+    return True, "refreshed from the API just now"

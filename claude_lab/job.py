@@ -44,7 +44,7 @@ from claude_lab.plan import (
     progress_choice,
 )
 
-__all__ = ["BatchJob", "attach", "run"]
+__all__ = ["BatchJob", "attach", "load_result", "run"]
 
 _log = logging.getLogger("claude_lab")
 _HOST = socket.gethostname().replace(":", "_")
@@ -888,6 +888,7 @@ def run(
             [encoded.custom_ids[u] if u >= 0 else None for u in encoded.row_uid],
         )
         jnl.add_requests(job_id, encoded.custom_ids, encoded.params)
+        jnl.add_input(job_id, df)  # so the full table can be exported offline later
 
     job = BatchJob(
         client=client,
@@ -937,6 +938,57 @@ def attach(
     """
     jnl = journal_mod.open_journal()
     rec = jnl.get_job(job_or_batch_id)
+    if client is None:
+        client = resolve_client(None)
+        if rec.endpoint and str(client.base_url).rstrip("/") != rec.endpoint.rstrip("/"):
+            # The job lives where it was submitted (the emulator, or the real API).
+            client = client.with_options(base_url=rec.endpoint)
+    job = _from_record(
+        jnl,
+        rec,
+        client=client,
+        frame=frame,
+        progress=progress,
+        poll_interval=poll_interval,
+        output=output,
+        parse=parse,
+    )
+    job._canceled = rec.status == "canceled"
+    job._prepare(True, bool(rec.meta.get("cache", True)))
+    job._start()
+    return job
+
+
+def load_result(
+    job_or_batch_id: str, *, frame: pd.DataFrame | None = None, with_input: bool = True
+) -> tuple[pd.DataFrame, journal_mod.JobRecord]:
+    """A recorded job's result table as the journal has it, built offline: no API key,
+    no network. Rows whose result was never fetched are ``missing``. With
+    ``with_input`` (and no ``frame``) the input columns recorded with the job lead the
+    table, as in the original call's result."""
+    jnl = journal_mod.open_journal()
+    rec = jnl.get_job(job_or_batch_id)
+    if frame is None and with_input:
+        stored = jnl.get_input(rec.job_id)
+        if stored is not None and len(stored.columns):
+            frame = stored.set_axis(_index_from_labels(jnl.get_rows(rec.job_id)[0]))
+    job = _from_record(jnl, rec, client=None, frame=frame, progress=None)
+    job._prepare(True, bool(rec.meta.get("cache", True)))
+    return job._build(), rec
+
+
+def _from_record(
+    jnl: journal_mod.Journal,
+    rec: journal_mod.JobRecord,
+    *,
+    client: anthropic.Anthropic | None,
+    frame: pd.DataFrame | None,
+    progress: str | None,
+    poll_interval: float | tuple[float, float] = (1.0, 30.0),
+    output: Any = None,
+    parse: Callable[[str], Any] | str | None = None,
+) -> BatchJob:
+    """A BatchJob for a recorded job, not yet loaded from the journal nor started."""
     labels, row_cids = jnl.get_rows(rec.job_id)
     custom_ids = list(dict.fromkeys(c for c in row_cids if c is not None))
     pos = {c: u for u, c in enumerate(custom_ids)}
@@ -957,11 +1009,6 @@ def attach(
                 "DataFrame, so the rebuilt results do not overwrite columns you have."
             )
     index = frame.index if frame is not None else _index_from_labels(labels)
-    if client is None:
-        client = resolve_client(None)
-        if rec.endpoint and str(client.base_url).rstrip("/") != rec.endpoint.rstrip("/"):
-            # The job lives where it was submitted (the emulator, or the real API).
-            client = client.with_options(base_url=rec.endpoint)
     config: dict[str, Any] = {
         "name": rec.name,
         "model": rec.model,
@@ -974,7 +1021,7 @@ def attach(
         "endpoint": rec.endpoint,
         "estimated_cost_usd": None,
     }
-    job = BatchJob(
+    return BatchJob(
         client=client,
         journal=jnl,
         job_id=rec.job_id,
@@ -987,10 +1034,6 @@ def attach(
         make_display=progress_choice(progress),
         poll=poll_schedule(poll_interval),
     )
-    job._canceled = rec.status == "canceled"
-    job._prepare(True, bool(rec.meta.get("cache", True)))
-    job._start()
-    return job
 
 
 def _post_processing(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -172,6 +172,14 @@ MIGRATIONS: list[list[str | Callable[[sqlite3.Connection], None]]] = [
         "DROP TABLE requests",
         "DROP TABLE job_rows",
     ],
+    # v5: the input frame's columns, so a job's full table can be rebuilt and
+    # exported offline (`claude-lab results`), without the notebook that ran it.
+    [
+        """CREATE TABLE input_sets (
+            job_id TEXT PRIMARY KEY REFERENCES jobs(job_id) ON DELETE CASCADE,
+            frame BLOB NOT NULL
+        )""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -633,6 +641,19 @@ class Journal:
         labels = [tuple(x) if isinstance(x, list) else x for x in labels]
         return labels, [c or None for c in _unpack_ids(rows[0][1])]
 
+    def add_input(self, job_id: str, frame: pd.DataFrame) -> None:
+        """Record the input frame's columns (values and dtypes; compressed), in row order."""
+        blob = _encode_frame(frame)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO input_sets (job_id, frame) VALUES (?, ?)", (job_id, blob)
+            )
+
+    def get_input(self, job_id: str) -> pd.DataFrame | None:
+        """The input columns recorded with ``add_input`` (a RangeIndex), or None."""
+        rows = self._read("SELECT frame FROM input_sets WHERE job_id = ?", (job_id,))
+        return _decode_frame(rows[0][0]) if rows else None
+
     def add_requests(
         self, job_id: str, custom_ids: Sequence[str], params_bytes: Sequence[bytes]
     ) -> None:
@@ -1028,6 +1049,30 @@ def _unpack(blob: bytes) -> list[bytes]:
 def _pack_ids(ids: Sequence[str]) -> bytes:
     # custom_ids are [A-Za-z0-9_-]{1,64} by the API's rules, so a newline separates them.
     return zlib.compress("\n".join(ids).encode(), 1)
+
+
+def _encode_frame(frame: pd.DataFrame) -> bytes:
+    columns = []
+    for k in range(frame.shape[1]):
+        col = frame.iloc[:, k]
+        values = col.astype(object).where(col.notna(), None).tolist()
+        columns.append({"name": frame.columns[k], "dtype": str(col.dtype), "values": values})
+    data = orjson.dumps(columns, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
+    return zlib.compress(data, 1)
+
+
+def _decode_frame(blob: bytes) -> pd.DataFrame:
+    columns = orjson.loads(zlib.decompress(blob))
+    data: dict[Any, Any] = {}
+    for col in columns:
+        name = tuple(col["name"]) if isinstance(col["name"], list) else col["name"]
+        series = pd.Series(col["values"], dtype=object)
+        try:
+            series = series.astype(col["dtype"])
+        except (TypeError, ValueError):
+            series = series.infer_objects()  # a dtype JSON cannot carry back: keep values
+        data[name] = series
+    return pd.DataFrame(data) if data else pd.DataFrame()
 
 
 def _line_status(line: bytes) -> str:
