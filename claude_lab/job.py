@@ -29,12 +29,13 @@ from typing import Any
 import anthropic
 import httpx2
 import numpy as np
+import orjson
 import pandas as pd
 
 from claude_lab import journal as journal_mod
 from claude_lab import progress, requests, results, templates
 from claude_lab._version import __version__
-from claude_lab.errors import ConfigError, InputError, JobError, JobNotFoundError, NotReadyError
+from claude_lab.errors import ConfigError, InputError, JobError, NotReadyError
 from claude_lab.plan import (
     clashing_columns,
     cost_ceiling,
@@ -98,10 +99,22 @@ def resolve_client(client: anthropic.Anthropic | None) -> anthropic.Anthropic:
 class _Batch:
     """What the job knows of one of its batches (mutable, guarded by the job's lock)."""
 
-    __slots__ = ("cancel_sent", "counts", "created", "fetched", "id", "round", "status", "total")
+    __slots__ = (
+        *("cancel_sent", "counts", "created", "fetched", "id", "provisional", "round"),
+        *("status", "total"),
+    )
 
-    def __init__(self, batch_id: str, total: int, round_: int, fetched: bool = False) -> None:
+    def __init__(
+        self,
+        batch_id: str,
+        total: int,
+        round_: int,
+        fetched: bool = False,
+        provisional: bool = False,
+    ) -> None:
         self.id = batch_id
+        # Found by its size after a lost create: ours only once its custom_ids match.
+        self.provisional = provisional
         self.total = total
         self.round = round_
         self.status = "in_progress"
@@ -160,6 +173,9 @@ class BatchJob:
         self._cached_rows = 0
         self._display_handle: Any = None
         self._owner: str | None = None
+        self._settle_at = 0.0  # when lost creates may next be settled (API calls: throttled)
+        self._settle_every = poll[0]
+        self._said: set[int] = set()  # lost submissions already explained in the log
         # Raised as warnings in the thread that asks for the result, not the worker's.
         self._warnings: list[str] = []
 
@@ -254,7 +270,13 @@ class BatchJob:
 
     def _cancel_batches(self) -> None:
         with self._lock:
-            todo = [b for b in self._batches if b.status != "ended" and not b.cancel_sent]
+            # A provisional batch may be someone else's: it is never canceled (if it is
+            # ours after all, its results still come back when it ends).
+            todo = [
+                b
+                for b in self._batches
+                if b.status != "ended" and not b.cancel_sent and not b.provisional
+            ]
             for b in todo:
                 b.cancel_sent = True
         for b in todo:
@@ -288,15 +310,16 @@ class BatchJob:
         )
         if len(uids) == 0:
             return self.result() if wait else self
-        params = self._request_params()
-        lines = [_line(self._custom_ids[u], params[u]) for u in range(len(self._custom_ids))]
-        chunks = requests.split(lines, uids)
+        with self._lock:
+            # What this retry is based on: a request another worker has sent again since
+            # (e.g. the same retry in another process) is followed, not sent a third time.
+            seen = {b.id for b in self._batches if b.fetched}
         self._acc.forget(uids)
         with self._lock:
             self._round += 1
             self._future = concurrent.futures.Future()
             self._canceled = False
-        self._start(lambda: self._submit(lines, chunks))
+        self._start(lambda: self._submit(uids, again=seen))
         return self.result() if wait else self
 
     def __await__(self) -> Generator[Any, None, pd.DataFrame]:
@@ -327,7 +350,13 @@ class BatchJob:
                     else:  # another job paid for this one
                         acc.feed_cached(cid, line)
             for rec in self._jnl.batches(self.id):
-                b = _Batch(rec.batch_id, rec.request_count, 0, fetched=bool(rec.results_fetched))
+                b = _Batch(
+                    rec.batch_id,
+                    rec.request_count,
+                    0,
+                    fetched=bool(rec.results_fetched),
+                    provisional=rec.provisional,
+                )
                 b.status = rec.processing_status
                 b.counts = {k: int(rec.request_counts.get(k, 0)) for k in _COUNT_KEYS}
                 self._batches.append(b)
@@ -451,67 +480,181 @@ class BatchJob:
         )
 
     def _submit_uncarried(self) -> bool:
+        """Claim and send what no batch carries; False if there was nothing to claim."""
         if self._canceled:
             return False
         todo = self._uncarried()
         if not len(todo):
             return False
-        params = self._request_params()
-        lines = [_line(c, params[u]) for u, c in enumerate(self._custom_ids)]
-        self._submit(lines, requests.split(lines, todo))
-        return True
+        self._submit(todo)
+        return True  # sent, or another worker claimed it first: either way look again
 
-    def _orphans(self, since: float) -> list[anthropic.types.messages.MessageBatch]:
-        """Batches at the API created since ``since`` (epoch s) that no journal entry knows."""
+    def _candidates(
+        self, since: float
+    ) -> list[tuple[anthropic.types.messages.MessageBatch, str | None]]:
+        """Batches at the API created since ``since`` (epoch s) that may be a lost create's:
+        not a batch some job has verified, not one proved foreign to this job. Each comes
+        with the job holding it provisionally, if any."""
+        foreign = self._jnl.foreign_batches(self.id)
         found = []
         for mb in self._api.messages.batches.list(limit=100):
             if mb.created_at.timestamp() < since - _CLOCK_SKEW_S:
                 break  # newest first: the rest are older
-            try:
-                self._jnl.get_job(mb.id)
-            except JobNotFoundError:
-                found.append(mb)
+            if mb.id in foreign:
+                continue
+            held = self._jnl.batch_owner(mb.id)
+            if held is not None and not held[1]:
+                continue  # a verified batch of some job
+            found.append((mb, held[0] if held else None))
         return found
+
+    def _result_ids(self, batch_id: str) -> set[str] | None:
+        """The custom_ids in an ended batch's results (None if they cannot be read). Only
+        the ids are read: another user's results are never stored."""
+        ids: set[str] = set()
+        try:
+            with self._api.messages.batches.with_streaming_response.results(batch_id) as resp:
+                for line in results.iter_lines(resp.iter_bytes(_CHUNK_BYTES)):
+                    with contextlib.suppress(ValueError, TypeError, KeyError):
+                        ids.add(str(orjson.loads(line)["custom_id"]))
+        except anthropic.NotFoundError:
+            return None
+        return ids
 
     def _recover_submissions(self) -> int:
         """Settle creates that started but were never recorded; return how many are still
-        in flight in a live worker (those are waited for, never repeated).
+        unsettled: in flight in a live worker, or waiting for evidence (those are waited
+        for, never repeated).
 
-        A dead worker's create may or may not have reached the API, which has no
-        idempotency key; the batch list is the only trace: a batch of the same
-        size, created since, that the journal does not know. Adopt it, or else
-        forget the intent (its requests are then submitted again, once).
+        The API has no idempotency key, so a create whose response was lost (or whose
+        worker died) may or may not have made a batch, and the batch list shows sizes,
+        not owners: see ``_settle``.
         """
         pending = self._jnl.pending_submissions(self.id)
-        dead = [s for s in pending if not _owner_alive(s.owner, s.started_at)]
-        if dead:
-            with _CREATE_LOCK:
-                candidates = self._orphans(min(_parse_time(s.started_at) for s in dead))
-                for sub in dead:
-                    match = _same_size(candidates, sub.request_count, _parse_time(sub.started_at))
-                    if match is None:
-                        self._jnl.abandon_submission(sub.id)
-                        continue
-                    candidates.remove(match)
-                    self._jnl.finish_submission(
-                        sub.id, match.id, _iso(match.created_at), _iso(match.expires_at)
-                    )
-            self._sync_batches()
-        return len(pending) - len(dead)
+        open_ = [s for s in pending if s.lost_at or not _owner_alive(s.owner, s.started_at)]
+        if not open_ or time.monotonic() < self._settle_at:
+            return len(pending)
+        with _CREATE_LOCK:
+            waiting = self._settle(open_)
+        self._sync_batches()
+        if waiting:  # the evidence comes when the candidates end: look again later
+            first, ceiling = self._poll
+            self._settle_every = min(ceiling, max(first, self._settle_every * 1.5))
+            self._settle_at = time.monotonic() + self._settle_every
+        return len(pending) - len(open_) + waiting
+
+    def _settle(self, subs: Sequence[journal_mod.SubmissionRecord]) -> int:
+        """Decide lost creates on the job's own evidence; return how many must wait.
+
+        Candidates are batches of the submission's size created since it began. An ended
+        candidate whose results carry exactly the submission's custom_ids is the job's
+        and is adopted; one that matches no create of this job is foreign to it, noted
+        and never considered again (and never canceled or deleted). While candidates
+        are still running nothing is visible but their size, so: a single one is adopted
+        provisionally (and checked when it ends); two or more, or one another job holds,
+        are waited for. With no candidate left, no batch was made and the submission is
+        forgotten: its requests are then claimed and sent again, exactly once.
+        """
+        since = min(_parse_time(s.started_at) for s in subs)
+        candidates = self._candidates(since)
+        wanted = {
+            s.id: (s.request_count, self._jnl.submission_custom_ids(s.id))
+            for s in self._jnl.pending_submissions(self.id)
+        }
+        evidence: dict[str, set[str] | None] = {}
+        for mb, _ in candidates:
+            if mb.processing_status == "ended":
+                evidence[mb.id] = self._result_ids(mb.id)
+        for mb_id, ids in evidence.items():
+            if not any(ids == want for _, want in wanted.values()):
+                self._jnl.note_foreign(self.id, mb_id)
+        used: set[str] = set()
+        waiting = 0
+        for sub in subs:
+            started = _parse_time(sub.started_at)
+            mine = [
+                (mb, holder)
+                for mb, holder in candidates
+                if mb.id not in used
+                and _size(mb) == sub.request_count
+                and mb.created_at.timestamp() >= started - _CLOCK_SKEW_S
+            ]
+            want = wanted.get(sub.id, (0, set()))[1]
+            match = next(((mb, h) for mb, h in mine if evidence.get(mb.id) == want), None)
+            running = [(mb, h) for mb, h in mine if mb.processing_status != "ended"]
+            with contextlib.suppress(KeyError):  # another worker settled it meanwhile
+                if match is not None:
+                    mb, holder = match
+                    if holder is not None:  # held on size alone elsewhere; the ids say ours
+                        self._jnl.release_batch(holder, mb.id)
+                    self._adopt(sub.id, mb, provisional=False)
+                    used.add(mb.id)
+                elif len(running) == 1 and running[0][1] is None:
+                    self._adopt(sub.id, running[0][0], provisional=True)
+                    used.add(running[0][0].id)
+                elif running:
+                    waiting += 1
+                    if sub.id not in self._said:
+                        self._said.add(sub.id)
+                        _log.warning(
+                            "job %s: a create of %d requests may or may not have made a "
+                            "batch, and %d running batches of that size could be it (%s); "
+                            "nothing is sent again until they end and their custom_ids "
+                            "show which, if any, is this job's",
+                            self.id,
+                            sub.request_count,
+                            len(running),
+                            ", ".join(mb.id for mb, _ in running),
+                        )
+                else:
+                    self._jnl.abandon_submission(sub.id)
+        return waiting
+
+    def _adopt(
+        self, sub_id: int, mb: anthropic.types.messages.MessageBatch, *, provisional: bool
+    ) -> None:
+        self._jnl.finish_submission(
+            sub_id, mb.id, _iso(mb.created_at), _iso(mb.expires_at), provisional=provisional
+        )
+
+    def _check_provisional(self, b: _Batch) -> bool:
+        """An ended provisional batch: keep it if its custom_ids are the job's, else
+        release it (not ours: never canceled or deleted) so its requests are sent again."""
+        want = set(self._jnl.job_custom_ids(self.id, b.id))
+        got = self._result_ids(b.id)
+        if got == want:
+            self._jnl.confirm_batch(b.id)
+            with self._lock:
+                b.provisional = False
+            return True
+        self._jnl.release_batch(self.id, b.id)
+        with self._lock:
+            if b in self._batches:
+                self._batches.remove(b)
+        _log.warning(
+            "job %s: batch %s has this job's size but not its requests (someone else's); "
+            "released, and the requests it was thought to carry are sent again",
+            self.id,
+            b.id,
+        )
+        return False
 
     def _create(self, body: bytes, count: int) -> anthropic.types.messages.MessageBatch:
         """POST one batch, retrying under our control rather than the SDK's.
 
         A create whose response was lost (dropped connection, timeout, 5xx) may
         still have made a batch, and a blind resend would pay for it twice. So
-        before resending after such a failure, look for the batch and adopt it.
-        429 and 529 are refusals: those are resent after the delay they ask for.
+        after such a failure, if any batch of this size appeared since, nothing is
+        resent: ``_Lost`` hands the decision to the evidence (``_settle``). Only if
+        none did is the create sent again. 429 and 529 are refusals: those are
+        resent after the delay they ask for.
         """
         api = self._api.with_options(max_retries=0)
         attempts = max(self._api.max_retries, 2) + 1
         started = time.time()
         delay = 0.5
         for attempt in range(attempts):
+            error: Exception
             try:
                 return api.post(
                     "/v1/messages/batches",
@@ -523,51 +666,65 @@ class BatchJob:
                 code = exc.status_code
                 if code < 500 and code not in (408, 409, 429):
                     raise  # a real rejection (bad request, auth, size): resending cannot help
-                if attempt == attempts - 1:
-                    raise
-                wait = _retry_after(exc.response) or delay
+                error, wait = exc, _retry_after(exc.response) or delay
                 ambiguous = code not in (429, 529)
-            except anthropic.APIConnectionError:  # includes timeouts
-                if attempt == attempts - 1:
-                    raise
-                wait, ambiguous = delay, True
-            if ambiguous:
-                found = _same_size(self._orphans(started), count, started)
-                if found is not None:
-                    return found
+            except anthropic.APIConnectionError as exc:  # includes timeouts
+                error, wait, ambiguous = exc, delay, True
+            final = attempt == attempts - 1
+            if final and not ambiguous:
+                raise error
+            # Wait first: a create still being processed then shows up in the list.
             time.sleep(wait)
             delay = min(delay * 2, 8.0)
+            if ambiguous and any(_size(mb) == count for mb, _ in self._candidates(started)):
+                raise _Lost() from error
+            if final:
+                raise error
         raise AssertionError("unreachable")
 
-    def _submit(self, lines: Sequence[bytes], chunks: Sequence[requests.Chunk]) -> None:
-        """Create one batch per chunk. Every chunk's intent (and the requests it carries)
-        is journaled before the first create, so a re-run in another thread or process
-        sees them all as taken while this worker lives."""
-        if self._canceled or not chunks:
+    def _submit(self, todo: np.ndarray, again: set[str] | None = None) -> None:
+        """Claim the requests ``todo`` and create one batch per chunk of them.
+
+        The claim is one journal transaction (see Journal.claim_submissions): of
+        several workers, in threads or processes, sending the same job's requests at
+        once, exactly one gets each request; the others follow its batches. Every
+        chunk's intent is journaled before the first create, so a re-run sees them all
+        as taken while this worker lives. ``again``: a retry, with the batches whose
+        outcome it is based on.
+        """
+        if self._canceled or not len(todo):
             return
         self._status = "submitting"
         self._display.update(self.snapshot())
-        subs = [
-            self._jnl.begin_submission(
-                self.id,
-                k,
-                len(chunk.uids),
-                chunk.body_bytes,
-                [self._custom_ids[u] for u in chunk.uids],
-                owner=self._owner,
-            )
-            for k, chunk in enumerate(chunks)
-        ]
-        for sub, chunk in zip(subs, chunks):
+        params = self._request_params()
+        lines = [_line(c, params[u]) for u, c in enumerate(self._custom_ids)]
+        position = {c: u for u, c in enumerate(self._custom_ids)}
+        chunks: list[requests.Chunk] = []
+
+        def plan(free: list[str]) -> list[tuple[int, int, list[str]]]:
+            uids = np.fromiter((position[c] for c in free), dtype=np.int64, count=len(free))
+            chunks[:] = requests.split(lines, uids)
+            ids = self._custom_ids
+            return [(len(ch.uids), ch.body_bytes, [ids[u] for u in ch.uids]) for ch in chunks]
+
+        subs = self._jnl.claim_submissions(
+            self.id, [self._custom_ids[u] for u in todo], plan, self._owner, again=again
+        )
+        for k, (sub, chunk) in enumerate(zip(subs, chunks)):
             if self._canceled:
-                for left in subs[subs.index(sub) :]:
+                for left in subs[k:]:
                     self._jnl.abandon_submission(left)
                 return
             body = requests.batch_body(lines, chunk)
             # One create at a time per process, recorded before the next starts: an
             # orphan search then never mistakes a sibling job's new batch for its own.
             with _CREATE_LOCK:
-                batch = self._create(body, len(chunk.uids))
+                try:
+                    batch = self._create(body, len(chunk.uids))
+                except _Lost:
+                    # Settled from the evidence by _follow; until then nothing is resent.
+                    self._jnl.mark_lost(sub)
+                    continue
                 self._jnl.finish_submission(
                     sub, batch.id, _iso(batch.created_at), _iso(batch.expires_at)
                 )
@@ -609,8 +766,17 @@ class BatchJob:
                     next_poll = 0.0
                     continue
                 if not live:  # else another worker is creating a batch for this job: wait
-                    if not self._submit_uncarried():
-                        return
+                    if self._submit_uncarried():
+                        next_poll = 0.0
+                        continue
+                    # Nothing left to claim. Done, unless another worker's create or
+                    # batch for this job appeared since the checks above.
+                    if self._jnl.pending_submissions(self.id):
+                        continue
+                    self._sync_batches()
+                    with self._lock:
+                        if not any(not b.fetched for b in self._batches):
+                            return
                     next_poll = 0.0
                     continue
             if self._canceled:
@@ -626,13 +792,25 @@ class BatchJob:
                 next_poll = 0.0
 
     def _sync_batches(self) -> None:
-        """Pick up batches of this job recorded by another worker (thread or process)."""
+        """Pick up batches of this job recorded by another worker (thread or process), and
+        drop provisional ones another worker has released."""
+        recs = {rec.batch_id: rec for rec in self._jnl.batches(self.id)}
         with self._lock:
+            self._batches = [b for b in self._batches if b.id in recs or not b.provisional]
+            for b in self._batches:
+                if b.provisional and not recs[b.id].provisional:
+                    b.provisional = False  # another worker checked it
             known = {b.id for b in self._batches}
-        for rec in self._jnl.batches(self.id):
-            if rec.batch_id not in known:
-                with self._lock:
-                    self._batches.append(_Batch(rec.batch_id, rec.request_count, self._round))
+            for rec in recs.values():
+                if rec.batch_id not in known:
+                    self._batches.append(
+                        _Batch(
+                            rec.batch_id,
+                            rec.request_count,
+                            self._round,
+                            provisional=rec.provisional,
+                        )
+                    )
 
     def _poll_once(self) -> None:
         with self._lock:
@@ -655,6 +833,8 @@ class BatchJob:
                     b.id, b.status, b.counts, _iso(mb.ended_at) if mb.ended_at else None
                 )
             if b.status == "ended":
+                if b.provisional and not self._check_provisional(b):
+                    continue
                 self._status = "fetching"
                 self._display.update(self.snapshot())
                 self._download(b)
@@ -756,17 +936,12 @@ def _line(custom_id: str, params: bytes) -> bytes:
     return b'{"custom_id":"' + custom_id.encode() + b'","params":' + params + b"}"
 
 
-def _same_size(
-    batches: Sequence[anthropic.types.messages.MessageBatch], count: int, since: float
-) -> anthropic.types.messages.MessageBatch | None:
-    found = [
-        mb
-        for mb in batches
-        if sum(int(getattr(mb.request_counts, k, 0) or 0) for k in _COUNT_KEYS) == count
-        and mb.created_at.timestamp() >= since - _CLOCK_SKEW_S
-    ]
-    # Two unknown batches of the same size: adopting the wrong one would lose every row.
-    return found[0] if len(found) == 1 else None
+class _Lost(Exception):
+    """A create's response was lost and a batch of its size exists: the evidence decides."""
+
+
+def _size(mb: anthropic.types.messages.MessageBatch) -> int:
+    return sum(int(getattr(mb.request_counts, k, 0) or 0) for k in _COUNT_KEYS)
 
 
 def _retry_after(response: httpx2.Response) -> float | None:
@@ -864,30 +1039,27 @@ def run(
     config["endpoint"] = endpoint
     jnl = journal_mod.open_journal()
     fp = requests.fingerprint(encoded.custom_ids, endpoint + ("" if p.cache else "#nocache"))
-    existing = jnl.find_job(fp, endpoint)
-    if existing is not None and existing.status == "canceled":
-        existing = None  # a canceled run is re-run on purpose: send what is not cached
-    if existing is not None:
-        job_id = existing.job_id
-    else:
-        job_id = jnl.create_job(
-            fingerprint=fp,
-            endpoint=endpoint,
-            model=str(config["model"]),
-            templates=config["templates"],
-            params=config["params"],
-            name=config["name"],
-            row_count=len(df),
-            request_count=len(encoded.custom_ids),
-            package_version=__version__,
-            meta={"cache": p.cache, **_post_processing(config)},
-        )
-        jnl.add_rows(
-            job_id,
+    # Look up and create in one transaction: of identical calls starting together (in
+    # threads, notebooks, a job array), one creates the job and the rest attach to it.
+    # A canceled job is not resumed: a re-run of it is on purpose.
+    existing, job_id = jnl.find_or_create_job(
+        fp,
+        endpoint,
+        model=str(config["model"]),
+        templates=config["templates"],
+        params=config["params"],
+        name=config["name"],
+        row_count=len(df),
+        request_count=len(encoded.custom_ids),
+        package_version=__version__,
+        meta={"cache": p.cache, **_post_processing(config)},
+        rows=(
             list(df.index),
             [encoded.custom_ids[u] if u >= 0 else None for u in encoded.row_uid],
-        )
-        jnl.add_requests(job_id, encoded.custom_ids, encoded.params)
+        ),
+        requests=(encoded.custom_ids, encoded.params),
+    )
+    if existing is None:
         jnl.add_input(job_id, df)  # so the full table can be exported offline later
 
     job = BatchJob(

@@ -13,7 +13,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -180,6 +180,20 @@ MIGRATIONS: list[list[str | Callable[[sqlite3.Connection], None]]] = [
             frame BLOB NOT NULL
         )""",
     ],
+    # v6: evidence for lost creates. A submission whose create response was lost is
+    # marked (lost_at) so any worker may settle it; a batch adopted on size alone is
+    # provisional until its results' custom_ids prove it is the job's; a batch they
+    # proved is someone else's is remembered per job and never considered again.
+    [
+        "ALTER TABLE submissions ADD COLUMN lost_at TEXT",
+        "ALTER TABLE batches ADD COLUMN provisional INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE foreign_batches (
+            job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+            batch_id TEXT NOT NULL,
+            noted_at TEXT NOT NULL,
+            PRIMARY KEY (job_id, batch_id)
+        )""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -233,6 +247,7 @@ class BatchRecord:
     ended_at: str | None
     results_fetched: bool
     updated_at: str
+    provisional: bool = False  # adopted on size alone: its custom_ids are not checked yet
 
 
 @dataclass(frozen=True)
@@ -245,6 +260,7 @@ class SubmissionRecord:
     started_at: str
     batch_id: str | None
     owner: str | None = None
+    lost_at: str | None = None  # the create's response was lost: settled on evidence
 
 
 def default_home() -> Path:
@@ -472,34 +488,69 @@ class Journal:
     ) -> str:
         """Record a job, and with ``rows``/``requests`` its rows and requests, atomically:
         a job that exists without its requests would not know what it already sent."""
+        with self._write() as conn:
+            return self._insert_job(
+                conn,
+                fingerprint=fingerprint,
+                endpoint=endpoint,
+                model=model,
+                templates=templates,
+                params=params,
+                name=name,
+                row_count=row_count,
+                request_count=request_count,
+                package_version=package_version,
+                meta=meta,
+                status=status,
+                rows=rows,
+                requests=requests,
+            )
+
+    @staticmethod
+    def _insert_job(
+        conn: sqlite3.Connection,
+        *,
+        fingerprint: str,
+        endpoint: str,
+        model: str | None,
+        templates: Any,
+        params: dict[str, Any],
+        name: str | None,
+        row_count: int,
+        request_count: int,
+        package_version: str | None,
+        meta: dict[str, Any] | None = None,
+        status: str = "created",
+        rows: tuple[Sequence[Hashable], Sequence[str | None]] | None = None,
+        requests: tuple[Sequence[str], Sequence[bytes]] | None = None,
+    ) -> str:
         job_id = "job_" + secrets.token_hex(6)
         now = _now()
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO jobs (job_id, fingerprint, endpoint, model, templates, params,"
-                " name, row_count, request_count, package_version, status, created_at,"
-                " updated_at, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job_id,
-                    fingerprint,
-                    _clean_endpoint(endpoint),
-                    model,
-                    _dumps(templates),
-                    _dumps(params),
-                    name,
-                    int(row_count),
-                    int(request_count),
-                    package_version,
-                    status,
-                    now,
-                    now,
-                    _dumps(meta or {}),
-                ),
-            )
-            if rows is not None:
-                _insert_rows(conn, job_id, *rows)
-            if requests is not None:
-                _insert_requests(conn, job_id, *requests)
+        conn.execute(
+            "INSERT INTO jobs (job_id, fingerprint, endpoint, model, templates, params,"
+            " name, row_count, request_count, package_version, status, created_at,"
+            " updated_at, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                fingerprint,
+                _clean_endpoint(endpoint),
+                model,
+                _dumps(templates),
+                _dumps(params),
+                name,
+                int(row_count),
+                int(request_count),
+                package_version,
+                status,
+                now,
+                now,
+                _dumps(meta or {}),
+            ),
+        )
+        if rows is not None:
+            _insert_rows(conn, job_id, *rows)
+        if requests is not None:
+            _insert_requests(conn, job_id, *requests)
         return job_id
 
     def find_job(self, fingerprint: str, endpoint: str) -> JobRecord | None:
@@ -744,9 +795,12 @@ class Journal:
         created_at: str | datetime | None,
         expires_at: str | datetime | None,
         custom_ids: Iterable[str] = (),
+        provisional: bool = False,
     ) -> None:
         """Record the created batch and the custom_ids it carries (those given, and those
-        logged with the submission), atomically."""
+        logged with the submission), atomically. ``provisional``: the batch was found by
+        its size after a lost create, and is the job's only once its results' custom_ids
+        match (see confirm_batch / release_batch)."""
         now = _now()
         with self._write() as conn:
             row = conn.execute(
@@ -763,8 +817,8 @@ class Journal:
             counts["processing"] = request_count
             conn.execute(
                 "INSERT OR IGNORE INTO batches (batch_id, job_id, position, request_count,"
-                " processing_status, request_counts, created_at, expires_at, updated_at)"
-                " VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?, ?)",
+                " processing_status, request_counts, created_at, expires_at, updated_at,"
+                " provisional) VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?, ?, ?)",
                 (
                     batch_id,
                     job_id,
@@ -774,6 +828,7 @@ class Journal:
                     _ts(created_at),
                     _ts(expires_at),
                     now,
+                    int(provisional),
                 ),
             )
             extra = list(custom_ids)
@@ -799,6 +854,133 @@ class Journal:
         for data in records:
             data.pop("custom_ids", None)
         return [SubmissionRecord(**data) for data in records]
+
+    def find_or_create_job(
+        self, fingerprint: str, endpoint: str, **job: Any
+    ) -> tuple[JobRecord | None, str]:
+        """The resumable job for this fingerprint, or a new one made from ``job`` (the
+        arguments of create_job), in ONE write transaction: of any number of identical
+        calls starting together, in threads or processes, exactly one creates the job
+        and the others attach to it. -> (the existing record or None, job_id).
+
+        A canceled job is not resumed (a re-run of it is on purpose); the new job made
+        instead is then what the other simultaneous re-runs find.
+        """
+        with self._write() as conn:
+            row = conn.execute(
+                f"SELECT * FROM jobs WHERE fingerprint = ? AND endpoint = ?"
+                f" AND status NOT IN ({', '.join('?' * len(INACTIVE_STATUSES))})"
+                " ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                (fingerprint, _clean_endpoint(endpoint), *INACTIVE_STATUSES),
+            ).fetchone()
+            if row is not None and row["status"] != "canceled":
+                record = _job(row)
+                return record, record.job_id
+            job_id = self._insert_job(conn, fingerprint=fingerprint, endpoint=endpoint, **job)
+            return None, job_id
+
+    def claim_submissions(
+        self,
+        job_id: str,
+        custom_ids: Sequence[str],
+        plan: Callable[[list[str]], list[tuple[int, int, list[str]]]],
+        owner: str | None,
+        again: Collection[str] | None = None,
+    ) -> list[int]:
+        """Atomically take the requests among ``custom_ids`` that nobody else is sending,
+        and log one submission per batch ``plan`` cuts them into.
+
+        ``plan(free_ids) -> [(request_count, body_bytes, ids), ...]``. A request is free
+        when no submission of the job carries it. ``again`` (a retry) holds the batches
+        whose outcome the caller has seen: a request is then also free when the latest
+        batch that carried it is one of those (no one has sent it again since). Two
+        workers claiming at once: one gets the requests, the other nothing (it then
+        follows the first one's batches). -> the submission ids, in plan order.
+        """
+        with self._write() as conn:
+            latest: dict[str, str | None] = {}  # custom_id -> batch of its latest submission
+            for ids_blob, batch_id in conn.execute(
+                "SELECT custom_ids, batch_id FROM submissions WHERE job_id = ? ORDER BY id",
+                (job_id,),
+            ).fetchall():
+                for cid in _unpack_ids(ids_blob):
+                    latest[cid] = batch_id
+            seen = set(again or ())
+            free = [
+                c
+                for c in dict.fromkeys(custom_ids)
+                if c not in latest or (again is not None and latest[c] in seen)
+            ]
+            if not free:
+                return []
+            subs = []
+            now = _now()
+            for position, (count, body_bytes, ids) in enumerate(plan(free)):
+                cur = conn.execute(
+                    "INSERT INTO submissions (job_id, position, request_count, body_bytes,"
+                    " started_at, owner, custom_ids) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, position, count, body_bytes, now, owner, _pack_ids(ids)),
+                )
+                subs.append(int(cur.lastrowid or 0))
+            return subs
+
+    def submission_custom_ids(self, submission_id: int) -> set[str]:
+        rows = self._read("SELECT custom_ids FROM submissions WHERE id = ?", (submission_id,))
+        return set(_unpack_ids(rows[0][0])) if rows else set()
+
+    def mark_lost(self, submission_id: int) -> None:
+        """The create's response was lost and a batch of its size exists: the submission
+        stays pending until the evidence (custom_ids of ended batches) settles it."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE submissions SET lost_at = ? WHERE id = ? AND batch_id IS NULL",
+                (_now(), submission_id),
+            )
+
+    def confirm_batch(self, batch_id: str) -> None:
+        """A provisional batch's custom_ids matched: it is the job's."""
+        with self._write() as conn:
+            conn.execute("UPDATE batches SET provisional = 0 WHERE batch_id = ?", (batch_id,))
+
+    def release_batch(self, job_id: str, batch_id: str) -> None:
+        """A provisional batch's custom_ids proved it someone else's: drop it from the job
+        (it is never canceled or deleted at the API) and remember it as foreign to the
+        job. Its submission is lost again, so the evidence settles it anew: another
+        batch may be the job's, or none is and its requests are sent again, once."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "DELETE FROM batches WHERE batch_id = ? AND job_id = ? AND provisional = 1",
+                (batch_id, job_id),
+            )
+            if cur.rowcount:
+                conn.execute(
+                    "UPDATE submissions SET batch_id = NULL, lost_at = ?"
+                    " WHERE job_id = ? AND batch_id = ?",
+                    (_now(), job_id, batch_id),
+                )
+            conn.execute(
+                "INSERT OR IGNORE INTO foreign_batches (job_id, batch_id, noted_at)"
+                " VALUES (?, ?, ?)",
+                (job_id, batch_id, _now()),
+            )
+
+    def note_foreign(self, job_id: str, batch_id: str) -> None:
+        """Remember a batch whose custom_ids are not the job's (never considered again)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO foreign_batches (job_id, batch_id, noted_at)"
+                " VALUES (?, ?, ?)",
+                (job_id, batch_id, _now()),
+            )
+
+    def foreign_batches(self, job_id: str) -> set[str]:
+        rows = self._read("SELECT batch_id FROM foreign_batches WHERE job_id = ?", (job_id,))
+        return {row[0] for row in rows}
+
+    def batch_owner(self, batch_id: str) -> tuple[str, bool] | None:
+        """(job_id, provisional) of a batch the journal knows, else None."""
+        rows = self._read("SELECT job_id, provisional FROM batches WHERE batch_id = ?", (batch_id,))
+        return (rows[0][0], bool(rows[0][1])) if rows else None
 
     def abandon_submission(self, submission_id: int) -> None:
         """Forget a pending submission once it is known no batch was created for it."""
@@ -1176,4 +1358,5 @@ def _batch(row: sqlite3.Row) -> BatchRecord:
     data = dict(row)
     data["request_counts"] = orjson.loads(data["request_counts"])
     data["results_fetched"] = bool(data["results_fetched"])
+    data["provisional"] = bool(data.get("provisional", 0))
     return BatchRecord(**data)

@@ -1,0 +1,174 @@
+"""Identical calls started at the same moment by several processes sharing one journal
+(two notebooks re-running a cell, a job array) pay once: one creates, the rest attach.
+The same holds for a retry started by all of them at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from claude_lab.emulator import Emulator
+
+PROCESSES = 3
+TRIALS = 6
+SUM = "What is {a} + {b}? Answer with a single number."
+
+
+def _worker(base_url: str, trials: int, retry: bool, barrier: Any, reports: Any, seed: int) -> None:
+    """One process: every trial, wait at the barrier, then make the trial's call."""
+    import anthropic
+    import pandas as pd
+
+    import claude_lab  # noqa: F401  (registers df.claude)
+
+    client = anthropic.Anthropic(base_url=base_url, api_key="emulator")
+    opts: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}
+    # Warm up (imports, journal, connections) on a call of this process's own, so the
+    # barrier releases every process straight into the racing part.
+    warm = pd.DataFrame({"a": [10_000 + seed], "b": [0]})
+    warm.claude.batch(SUM, client=client, **opts)
+    for trial in range(trials):
+        a = [trial * 100 + i for i in range(8)]
+        df = pd.DataFrame({"a": a, "b": [x * 2 for x in a]})
+        barrier.wait(timeout=120)
+        job = df.claude.batch(SUM, client=client, wait=False, **opts)
+        out = job.result(timeout=120)
+        first = dict(Counter(out["claude_status"]))
+        if retry:
+            barrier.wait(timeout=120)
+            out = job.retry(errors=None, wait=True)
+        ok = out["claude_status"] == "succeeded"
+        correct = bool(
+            (out.loc[ok, "claude_text"] == (out.loc[ok, "a"] + out.loc[ok, "b"]).astype(str)).all()
+        )
+        reports.put(
+            {
+                "seed": seed,
+                "trial": trial,
+                "job": job.id,
+                "rows": len(out),
+                "first": first,
+                "statuses": dict(Counter(out["claude_status"])),
+                "correct": correct,
+            }
+        )
+
+
+@pytest.fixture
+def emulator_process(request: pytest.FixtureRequest) -> Iterator[str]:
+    """ONE standalone emulator process whose batches end as soon as they are made."""
+    faults = getattr(request, "param", "{}")
+    args = ["--port", "0", "--request-seconds", "0", "--concurrency", "100000"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "claude_lab.emulator", *args, "--faults", faults],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        base_url = ""
+        for line in proc.stdout:
+            if "http://127.0.0.1:" in line:
+                base_url = "http://" + line.split("http://", 1)[1].split()[0].rstrip("/")
+                break
+        assert base_url, "emulator did not report its URL"
+        yield base_url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _creates(base_url: str) -> int:
+    with urllib.request.urlopen(f"{base_url}/_emulator/requests") as resp:
+        log = orjson.loads(resp.read())
+    return sum(1 for r in log if r["method"] == "POST" and r["path"] == "/v1/messages/batches")
+
+
+def _run(base_url: str, retry: bool) -> list[dict[str, Any]]:
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
+    barrier = ctx.Barrier(PROCESSES)
+    reports = ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker, args=(base_url, TRIALS, retry, barrier, reports, k))
+        for k in range(PROCESSES)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        got = [reports.get(timeout=300) for _ in range(PROCESSES * TRIALS)]
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    return got
+
+
+def test_simultaneous_identical_calls_create_once(emulator_process: str) -> None:
+    reports = _run(emulator_process, retry=False)
+    # Exactly one create per call (plus each process's own warm-up call).
+    assert _creates(emulator_process) == TRIALS + PROCESSES
+    for trial in range(TRIALS):
+        mine = [r for r in reports if r["trial"] == trial]
+        assert len(mine) == PROCESSES and len({r["job"] for r in mine}) == 1
+        for r in mine:  # every process gets every row, right
+            assert r["rows"] == 8 and r["statuses"] == {"succeeded": 8} and r["correct"]
+
+
+@pytest.mark.parametrize("emulator_process", ['{"error_rate": 0.5}'], indirect=True)
+def test_a_retry_started_by_every_process_at_once_creates_once(emulator_process: str) -> None:
+    reports = _run(emulator_process, retry=True)
+    waves = 0
+    for trial in range(TRIALS):
+        mine = [r for r in reports if r["trial"] == trial]
+        assert len({r["job"] for r in mine}) == 1
+        firsts = {orjson.dumps(r["first"], option=orjson.OPT_SORT_KEYS) for r in mine}
+        assert len(firsts) == 1  # every process saw the same first round
+        waves += 1 + bool(mine[0]["first"].get("errored"))
+        # After the shared retry, every process holds the same rows.
+        assert len({orjson.dumps(r["statuses"], option=orjson.OPT_SORT_KEYS) for r in mine}) == 1
+        assert all(r["rows"] == 8 and r["correct"] for r in mine)
+    assert waves > TRIALS  # the faults made at least one retry wave
+    # One create per call and per retry wave (plus each process's own warm-up call).
+    assert _creates(emulator_process) == waves + PROCESSES
+
+
+def test_simultaneous_identical_calls_in_threads_create_once(fast: Emulator) -> None:
+    import threading
+
+    import pandas as pd
+
+    opts: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}
+    for trial in range(TRIALS):
+        a = [trial * 100 + i for i in range(8)]
+        df = pd.DataFrame({"a": a, "b": [x * 2 for x in a]})
+        gate = threading.Barrier(4)
+        outs: list[Any] = []
+
+        def call(
+            df: pd.DataFrame = df, gate: threading.Barrier = gate, outs: list[Any] = outs
+        ) -> None:
+            gate.wait(timeout=60)
+            outs.append(df.claude.batch(SUM, client=fast.client(), wait=False, **opts))
+
+        threads = [threading.Thread(target=call) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert len({job.id for job in outs}) == 1
+        for job in outs:
+            assert (job.result(timeout=60)["claude_status"] == "succeeded").all()
+        assert fast.count("POST", "/v1/messages/batches") == trial + 1
