@@ -22,6 +22,8 @@ from claude_lab.errors import (
 )
 from claude_lab.export import export, read_provenance
 from claude_lab.job import BatchJob, attach
+from claude_lab.scoring import score
+from claude_lab.stats import summarize
 
 
 def jobs() -> pd.DataFrame:
@@ -49,4 +51,6 @@ __all__ = [
     "export",
     "jobs",
     "read_provenance",
+    "score",
+    "summarize",
 ]
