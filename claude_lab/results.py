@@ -36,8 +36,8 @@ __all__ = [
 ]
 
 #: Row statuses, indexed by the internal status code.
-STATUSES = ("missing", "succeeded", "errored", "canceled", "expired", "skipped")
-_MISSING, _SUCCEEDED, _ERRORED, _CANCELED, _EXPIRED, _SKIPPED = range(6)
+STATUSES = ("missing", "succeeded", "errored", "canceled", "expired", "skipped", "parse_error")
+_MISSING, _SUCCEEDED, _ERRORED, _CANCELED, _EXPIRED, _SKIPPED, _PARSE_ERROR = range(7)
 _STATUS_NAMES = np.array(STATUSES, dtype=object)
 
 CANCELED_MESSAGE = "canceled: the batch was canceled before this request ran"
@@ -134,6 +134,64 @@ def _schema_fields(output: type[BaseModel] | Mapping[str, Any]) -> list[str]:
             return [str(k) for k in props]
         return []
     raise TypeError(f"output= must be a pydantic model class or a JSON schema dict, got {output!r}")
+
+
+_SCALAR_DTYPES = {"integer": "Int64", "number": "Float64", "boolean": "boolean", "string": "string"}
+_INFERRED = {
+    "integer": "integer",
+    "floating": "number",
+    "mixed-integer-float": "number",
+    "boolean": "boolean",
+    "string": "string",
+}
+
+
+def _schema_kinds(output: type[BaseModel] | Mapping[str, Any]) -> dict[str, str]:
+    """Each top-level field's JSON type when it is one scalar type (nullable allowed),
+    else ``"object"``: the dtype a column gets follows the schema, not the values."""
+    if isinstance(output, type) and issubclass(output, BaseModel):
+        schema: Any = output.model_json_schema()
+    else:
+        schema = output.get("schema", output) if "properties" not in output else output
+    defs = schema.get("$defs") or schema.get("definitions") or {}
+    props = schema.get("properties") or {}
+    return {str(name): _scalar_kind(spec, defs) for name, spec in props.items()}
+
+
+def _scalar_kind(spec: Any, defs: Mapping[str, Any]) -> str:
+    if not isinstance(spec, Mapping):
+        return "object"
+    ref = spec.get("$ref")
+    if isinstance(ref, str) and ref.rsplit("/", 1)[-1] in defs:
+        return _scalar_kind(defs[ref.rsplit("/", 1)[-1]], defs)
+    options = spec.get("anyOf") or spec.get("oneOf")
+    if isinstance(options, list):
+        kinds = {_scalar_kind(o, defs) for o in options if not _is_null(o)}
+        return kinds.pop() if len(kinds) == 1 else "object"
+    types = spec.get("type")
+    names = [types] if isinstance(types, str) else list(types or ())
+    names = [t for t in names if t != "null"]
+    return names[0] if len(names) == 1 and names[0] in _SCALAR_DTYPES else "object"
+
+
+def _is_null(spec: Any) -> bool:
+    return isinstance(spec, Mapping) and spec.get("type") == "null"
+
+
+def _typed_column(values: np.ndarray, kind: str | None) -> Any:
+    """One column with one missing-value marker: a nullable dtype for a scalar ``kind``
+    (inferred from the values when None), else object with None for every missing value."""
+    if kind is None:
+        kind = _INFERRED.get(pd.api.types.infer_dtype(values, skipna=True), "object")
+    dtype = _SCALAR_DTYPES.get(kind)
+    if dtype is not None:
+        try:
+            return pd.array(values, dtype=dtype)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            pass  # values that do not fit the declared type: keep them as they are
+    out = np.array(values, dtype=object)
+    out[pd.isna(out)] = None
+    return out
 
 
 _BUILTIN_SUFFIXES = (
@@ -520,7 +578,6 @@ class ResultAccumulator:
         take = np.where(uid < 0, n, uid)
 
         status = np.array([*self._status, _SKIPPED], dtype=np.int8)
-        row_status = status[take]
         succeeded_u = status[:n] == _SUCCEEDED
         # Only post-process requests some row actually uses.
         used = np.zeros(n + 1, dtype=bool)
@@ -544,19 +601,23 @@ class ResultAccumulator:
                 tools[k] = calls
             cols[f"{prefix}_tool_calls"] = tools[take]
 
+        # Replies that arrived but could not be post-processed: status parse_error.
+        unparsed = np.zeros(n + 1, dtype=bool)
         if output is not None:
             names = output_columns(output, prefix)
+            kinds = _schema_kinds(output)
             field_values = {f: np.full(n + 1, None, dtype=object) for f in names}
             for u in parse_u:
                 try:
                     data = self._validate(text[u], output)
                 except Exception as exc:  # a user validator may raise anything: row data
                     error[u] = _short(exc)
+                    unparsed[u] = True
                     continue
                 for f, store in field_values.items():
                     store[u] = data.get(f)
             for f, col in names.items():
-                cols[col] = pd.Series(field_values[f][take]).convert_dtypes().array
+                cols[col] = _typed_column(field_values[f][take], kinds.get(f, "object"))
 
         if parse is not None:
             parsed = np.full(n + 1, None, dtype=object)
@@ -567,8 +628,11 @@ class ResultAccumulator:
                 except Exception as exc:  # user code: any failure is data, not a crash
                     msg = _short(exc)
                     error[u] = msg if error[u] is None else f"{error[u]}; {msg}"
-            cols[f"{prefix}_parsed"] = pd.Series(parsed[take]).convert_dtypes().array
+                    unparsed[u] = True
+            cols[f"{prefix}_parsed"] = _typed_column(parsed[take], None)
 
+        status_out = np.where(unparsed, _PARSE_ERROR, status).astype(np.int8)
+        row_status = status_out[take]
         cols[f"{prefix}_status"] = pd.array(_STATUS_NAMES[row_status], dtype="string")
         cols[f"{prefix}_error"] = pd.array(error[take], dtype="string")
         cols[f"{prefix}_stop_reason"] = _decode(self._stop_codes, self._stop, take)

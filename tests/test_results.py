@@ -386,7 +386,9 @@ def test_output_pydantic_columns_and_parse_errors() -> None:
     assert df["claude_score"].dtype == "Int64"
     assert df["claude_score"].tolist()[0] == 3 and df["claude_score"].isna()[1:].all()
     assert df["claude_reason"].dtype == "string"
-    assert df["claude_status"].tolist()[:3] == ["succeeded"] * 3
+    # The reply arrived but did not fit the schema: its own status, text and cost kept.
+    assert df["claude_status"].tolist() == ["succeeded", "parse_error", "parse_error", "errored"]
+    assert df["claude_cost_usd"][1] > 0 and df["claude_input_tokens"][1] > 0
     assert df["claude_text"][2] == "not json at all"
     assert df["claude_error"][1].startswith("parse_error: score")
     assert df["claude_error"][2].startswith("parse_error:")
@@ -494,3 +496,74 @@ def test_empty_job() -> None:
 def test_duplicate_custom_ids_rejected() -> None:
     with pytest.raises(ValueError):
         ResultAccumulator(["a", "a"])
+
+
+# ---------------------------------------------------------------- typing follows the schema
+
+
+class Typed(BaseModel):
+    ratio: float
+    count: int
+    ok: bool
+    label: str
+    maybe: int | None = None
+    tags: list[str] = []
+
+
+def test_output_columns_take_their_dtype_from_the_schema_not_the_values() -> None:
+    acc = ResultAccumulator(["a", "b", "c"])
+    acc.feed(succeeded("a", '{"ratio": 1, "count": 2, "ok": true, "label": "x", "tags": ["t"]}'))
+    acc.feed(succeeded("b", '{"ratio": 3.0, "count": 4.0, "ok": false, "label": "7"}'))
+    acc.feed(errored("c"))
+    df = cols_for(acc, output=Typed)
+    # A float field stays Float64 even when every value looks integral.
+    assert str(df["claude_ratio"].dtype) == "Float64"
+    assert str(df["claude_count"].dtype) == "Int64"
+    assert str(df["claude_ok"].dtype) == "boolean"
+    assert str(df["claude_label"].dtype) == "string"
+    assert str(df["claude_maybe"].dtype) == "Int64" and df["claude_maybe"].isna().all()
+    assert df["claude_tags"].dtype == object and df["claude_tags"][0] == ["t"]
+    assert df["claude_ratio"].tolist()[:2] == [1.0, 3.0] and pd.isna(df["claude_ratio"][2])
+
+
+def test_the_same_schema_as_a_json_dict_gives_the_same_dtypes() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "ratio": {"type": "number"},
+            "count": {"type": ["integer", "null"]},
+            "ok": {"anyOf": [{"type": "boolean"}, {"type": "null"}]},
+            "label": {"type": "string", "enum": ["x", "y"]},
+        },
+    }
+    acc = ResultAccumulator(["a"])
+    acc.feed(succeeded("a", '{"ratio": 2, "count": 1, "ok": true, "label": "x"}'))
+    df = cols_for(acc, output=schema)
+    dtypes = [str(df[f"claude_{f}"].dtype) for f in ("ratio", "count", "ok", "label")]
+    assert dtypes == ["Float64", "Int64", "boolean", "string"]
+
+
+def test_parsed_has_one_missing_value_marker() -> None:
+    acc = ResultAccumulator(["a", "b", "c", "d"])
+    acc.feed(succeeded("a", '{"x": 1}'))
+    acc.feed(succeeded("b", "NaN"))  # orjson refuses it: a parse_error row
+    acc.feed(succeeded("c", "[1, 2]"))
+    acc.feed(errored("d"))
+    boxed = cols_for(acc, [0, 1, 2, 3, -1], parse=lambda t: {"t": t} if "x" in t else float("nan"))
+    missing = [v for v in boxed["claude_parsed"] if not isinstance(v, dict)]
+    assert missing == [None] * 4  # NaN twice, the errored row and the skipped row: all None
+    texts = cols_for(acc, [0, 1, 2, 3, -1], parse=lambda t: float("nan") if t == "[1, 2]" else t)
+    assert str(texts["claude_parsed"].dtype) == "string"  # a typed column: <NA> only
+    mixed = cols_for(acc, parse="json")["claude_parsed"]
+    assert mixed[0] == {"x": 1} and mixed[2] == [1, 2]
+    assert [v for v in mixed if not isinstance(v, (dict, list))] == [None, None]
+    assert cols_for(acc, parse="json")["claude_status"].tolist() == [
+        "succeeded",
+        "parse_error",
+        "succeeded",
+        "errored",
+    ]
+    floats = ResultAccumulator(["a", "b"])
+    floats.feed(succeeded("a", "1.0"))
+    floats.feed(succeeded("b", "2.5"))
+    assert str(cols_for(floats, parse="json")["claude_parsed"].dtype) == "Float64"
