@@ -44,10 +44,12 @@ class ClaudeAccessor:
         The result has the input's index, order and length; every row gets a
         ``<name>_status``. Nothing is sent if any template or argument is wrong.
         """
+        plan_mod.check_options(options, "df.claude.batch", also=("wait", "client"))
         return job_mod.run(self._df, prompt, **options)
 
     async def abatch(self, prompt: Any, **options: Any) -> pd.DataFrame:
         """``await df.claude.abatch(...)``: the same run, awaited (notebook cells, asyncio)."""
+        plan_mod.check_options(options, "df.claude.abatch", also=("client",))
         options["wait"] = False
         job = job_mod.run(self._df, prompt, **options)
         assert isinstance(job, job_mod.BatchJob)
@@ -55,4 +57,5 @@ class ClaudeAccessor:
 
     def estimate(self, prompt: Any, **options: Any) -> dict[str, Any]:
         """What a run would send and cost at most, without sending anything."""
+        plan_mod.check_options(options, "df.claude.estimate", also=("wait", "client"))
         return plan_mod.estimate(self._df, prompt, **options)

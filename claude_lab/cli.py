@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = sub.add_parser("demo", help="evaluate a model on the shipped arithmetic set")
     d.add_argument("--real", action="store_true", help="use the real API (needs ANTHROPIC_API_KEY)")
-    d.add_argument("--rows", type=int, default=None, help="use only the first N questions")
+    d.add_argument(
+        "--rows", type=_positive_int, default=None, help="use only the first N questions"
+    )
     d.add_argument("--model", default="claude-haiku-4-5")
     d.add_argument("--out", default="claude_lab_results/demo_results.csv")
     sub.add_parser("jobs", help="list the jobs in the journal (offline)")
@@ -57,6 +59,16 @@ def _parser() -> argparse.ArgumentParser:
         help="leave out the input columns recorded with the job",
     )
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import anthropic
 import pandas as pd
 
 from claude_lab import job as job_mod
-from claude_lab.errors import ConfigError
+from claude_lab.errors import ConfigError, InputError
 from claude_lab.export import export
 
 __all__ = ["load_sample", "run_demo"]
@@ -57,6 +57,8 @@ def run_demo(
     progress: str | None = "auto",
 ) -> pd.DataFrame:
     """Run the evaluation, print the table and the accuracy, write the table to ``out``."""
+    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
+        raise InputError(f"rows={rows!r}: pass a whole number of questions, 1 or more.")
     df = load_sample()
     if rows is not None:
         df = df.head(rows)

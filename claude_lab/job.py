@@ -21,6 +21,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 import warnings
 from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -454,7 +455,11 @@ class BatchJob:
                 self._jnl.set_job_status(self.id, "ended")
             self._close_display()  # before resolving, so waiters see the final state
             future.set_result(df)
-        except BaseException as exc:  # the waiting thread re-raises it
+        except BaseException as caught:  # the waiting thread re-raises it
+            exc = caught
+            if isinstance(exc, anthropic.APIConnectionError) and self._client is not None:
+                exc = _connection_error(exc, str(self._client.base_url), self.id)
+                exc.__cause__ = caught
             self._error = f"{type(exc).__name__}: {exc}"
             # A job with batches at the API is not lost: leave it where a re-run finds it.
             with self._lock:
@@ -970,6 +975,40 @@ def _owner_alive(owner: str | None, started_at: str) -> bool:
     except (PermissionError, ValueError, OSError):
         return True
     return True
+
+
+_LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
+
+
+def _connection_error(exc: BaseException, base_url: str, job_id: str) -> JobError:
+    """A connection failure as one error that names the URL and what to do next."""
+    parts = urllib.parse.urlsplit(base_url)
+    host = parts.hostname or ""
+    text = f"Could not connect to {base_url} ({type(exc).__name__}: {exc})."
+    if host in _LOOPBACK_HOSTS or host.startswith("127."):
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if not _listening(host, port):
+            text += (
+                f" Nothing is listening on {host}:{port}. To run offline, start the emulator "
+                f"there (`python -m claude_lab.emulator --port {port}`), or use one in the "
+                "notebook: `with claude_lab.emulator.serve() as emu: "
+                "df.claude.batch(..., client=emu.client())`."
+            )
+            return JobError(text)
+    text += (
+        " Check the network and the client's base_url (ANTHROPIC_BASE_URL); "
+        f"a re-run of the same call, or claude_lab.attach({job_id!r}), carries on without "
+        "paying twice."
+    )
+    return JobError(text)
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _transient(exc: BaseException) -> bool:

@@ -8,6 +8,8 @@ its worst-case cost.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from claude_lab.errors import InputError
 __all__ = [
     "Plan",
     "build_params",
+    "check_options",
     "clashing_columns",
     "cost_ceiling",
     "estimate",
@@ -190,6 +193,11 @@ def plan(
             raise InputError(f"parse={parse!r} is not a valid regular expression: {exc}.") from None
     if not isinstance(overwrite, bool):
         raise InputError(f"overwrite must be True or False, got {overwrite!r}.")
+    try:
+        pricing.validate_prices(prices)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    _check_shapes(thinking=thinking, tool_choice=tool_choice, metadata=metadata, tools=tools)
     poll = poll_schedule(poll_interval)
     make_display = progress_choice(progress)
     settings = {
@@ -248,6 +256,37 @@ def _free_name(df: pd.DataFrame, name: str, output: Any) -> str:
     while clashing_columns(df, f"{base}{k}", output):
         k += 1
     return f"{base}{k}"
+
+
+def _check_shapes(**settings: Any) -> None:
+    """Settings that must be JSON objects (or a list of them), checked before the journal."""
+    for key, value in settings.items():
+        if value is None:
+            continue
+        if key == "tools":
+            ok = not isinstance(value, (str, bytes, Mapping)) and all(
+                isinstance(t, Mapping) for t in value
+            )
+            if not ok:
+                raise InputError(f"tools= must be a list of tool definitions (dicts): {value!r}.")
+        elif not isinstance(value, Mapping):
+            raise InputError(f"{key}= must be a dict (a JSON object), got {value!r}.")
+
+
+def check_options(options: Mapping[str, Any], where: str, also: Sequence[str] = ()) -> None:
+    """TypeError for a keyword ``where`` does not take, naming the nearest one it does."""
+    known = [
+        name
+        for name, param in inspect.signature(plan).parameters.items()
+        if param.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    known += list(also)
+    for key in options:
+        if key in known:
+            continue
+        near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]}=?" if near else "its options are " + ", ".join(known)
+        raise TypeError(f"{where}() got an unexpected keyword argument {key!r}; {hint}")
 
 
 def estimate(df: pd.DataFrame, prompt: templates.PromptArg, **options: Any) -> dict[str, Any]:

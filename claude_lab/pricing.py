@@ -9,6 +9,7 @@ to override or extend it without waiting for a release.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ __all__ = [
     "estimate_cost",
     "known_models",
     "resolve_price",
+    "validate_prices",
 ]
 
 #: The day the table below was checked against Anthropic's published list prices.
@@ -155,6 +157,33 @@ def _as_price(value: PriceLike) -> Price:
             f"a price must be Price(...) or (input_usd_per_mtok, output_usd_per_mtok), "
             f"got {value!r}"
         ) from None
+
+
+def validate_prices(prices: Any) -> None:
+    """Raise ``ValueError`` naming the first bad entry of a ``prices=`` override."""
+    if prices is None:
+        return
+    if not isinstance(prices, Mapping):
+        raise ValueError(
+            f"prices= must be a dict of model -> (input, output) USD per million tokens, "
+            f"e.g. {{'claude-haiku-4-5': (1.0, 5.0)}}; got {type(prices).__name__}."
+        )
+    for model, value in prices.items():
+        where = f"prices[{model!r}] = {value!r}"
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"{where}: the key must be a model id such as 'claude-haiku-4-5'.")
+        try:
+            price = _as_price(value) if not isinstance(value, (str, bytes)) else None
+        except TypeError:
+            price = None
+        if price is None:
+            raise ValueError(
+                f"{where}: pass (input, output) USD per million tokens, e.g. "
+                f"prices={{{model!r}: (1.0, 5.0)}}, or a claude_lab.pricing.Price."
+            )
+        rates = (price.input, price.output, price.cache_write, price.cache_write_1h)
+        if not all(r is None or (math.isfinite(r) and r >= 0) for r in (*rates, price.cache_read)):
+            raise ValueError(f"{where}: prices must be finite numbers >= 0.")
 
 
 def _table(prices: Mapping[str, PriceLike] | None) -> dict[str, Price]:
