@@ -9,6 +9,7 @@ import pandas as pd
 
 from claude_lab import accessor as _accessor  # registers df.claude
 from claude_lab._version import __version__
+from claude_lab.compare import Comparison, compare, disagreements
 from claude_lab.errors import (
     ClaudeLabError,
     ConfigError,
@@ -38,6 +39,7 @@ del _accessor
 __all__ = [
     "BatchJob",
     "ClaudeLabError",
+    "Comparison",
     "ConfigError",
     "InputError",
     "JobError",
@@ -48,6 +50,8 @@ __all__ = [
     "TemplateError",
     "__version__",
     "attach",
+    "compare",
+    "disagreements",
     "export",
     "jobs",
     "read_provenance",

@@ -41,6 +41,10 @@ class ClaudeAccessor:
         (answer identical past requests from the journal, True), ``poll_interval``
         and ``prices``.
 
+        ``model=[...]`` runs several models in one job (a column block per model,
+        prefixed from the model id or by ``names=[...]``); ``epochs=k`` sends each
+        row k times (the table is then long, with an ``epoch`` column).
+
         The result has the input's index, order and length; every row gets a
         ``<name>_status``. Nothing is sent if any template or argument is wrong.
         """

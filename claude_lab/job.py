@@ -34,7 +34,7 @@ import orjson
 import pandas as pd
 
 from claude_lab import journal as journal_mod
-from claude_lab import progress, requests, results, templates
+from claude_lab import progress, requests, results, templates, variants
 from claude_lab._version import __version__
 from claude_lab.errors import ConfigError, InputError, JobError, NotReadyError
 from claude_lab.plan import (
@@ -899,6 +899,8 @@ class BatchJob:
 
     def _build(self) -> pd.DataFrame:
         cfg = self._config
+        if cfg.get("variants"):
+            return variants.build(self)
         cols = self._acc.columns(
             self._row_uid,
             prefix=cfg["name"],
@@ -1077,7 +1079,10 @@ def run(
     endpoint = str(client.base_url)
     config["endpoint"] = endpoint
     jnl = journal_mod.open_journal()
-    fp = requests.fingerprint(encoded.custom_ids, endpoint + ("" if p.cache else "#nocache"))
+    fp = requests.fingerprint(
+        encoded.custom_ids,
+        endpoint + ("" if p.cache else "#nocache") + _variants_key(config.get("variants")),
+    )
     # Look up and create in one transaction: of identical calls starting together (in
     # threads, notebooks, a job array), one creates the job and the rest attach to it.
     # A canceled job is not resumed: a re-run of it is on purpose.
@@ -1093,7 +1098,7 @@ def run(
         package_version=__version__,
         meta={"cache": p.cache, **_post_processing(config)},
         rows=(
-            list(df.index),
+            list(df.index) * (len(encoded.row_uid) // len(df)),  # once per model and epoch
             [encoded.custom_ids[u] if u >= 0 else None for u in encoded.row_uid],
         ),
         requests=(encoded.custom_ids, encoded.params),
@@ -1182,7 +1187,8 @@ def load_result(
     if frame is None and with_input:
         stored = jnl.get_input(rec.job_id)
         if stored is not None and len(stored.columns):
-            frame = stored.set_axis(_index_from_labels(jnl.get_rows(rec.job_id)[0]))
+            labels = jnl.get_rows(rec.job_id)[0][: len(stored)]  # repeated per model and epoch
+            frame = stored.set_axis(_index_from_labels(labels))
     job = _from_record(jnl, rec, client=None, frame=frame, progress=None)
     job._prepare(True, bool(rec.meta.get("cache", True)))
     return job._build(), rec
@@ -1206,9 +1212,10 @@ def _from_record(
     row_uid = np.fromiter(
         (pos[c] if c is not None else -1 for c in row_cids), dtype=np.int64, count=len(row_cids)
     )
-    if frame is not None and len(frame) != len(row_uid):
+    rows = len(row_uid) // len(rec.meta.get("variants") or [None])  # per model and epoch
+    if frame is not None and len(frame) != rows:
         raise InputError(
-            f"frame has {len(frame)} rows but job {rec.job_id} was run on {len(row_uid)}; "
+            f"frame has {len(frame)} rows but job {rec.job_id} was run on {rows}; "
             "pass the original DataFrame, or no frame to rebuild from the stored rows."
         )
     if frame is not None:
@@ -1219,7 +1226,7 @@ def _from_record(
                 f"frame already has the result column(s) {clashes}; pass the original input "
                 "DataFrame, so the rebuilt results do not overwrite columns you have."
             )
-    index = frame.index if frame is not None else _index_from_labels(labels)
+    index = frame.index if frame is not None else _index_from_labels(labels[:rows])
     config: dict[str, Any] = {
         "name": rec.name,
         "model": rec.model,
@@ -1232,6 +1239,8 @@ def _from_record(
         "endpoint": rec.endpoint,
         "estimated_cost_usd": None,
     }
+    if rec.meta.get("variants"):
+        config["variants"] = rec.meta["variants"]
     return BatchJob(
         client=client,
         journal=jnl,
@@ -1254,7 +1263,15 @@ def _post_processing(config: Mapping[str, Any]) -> dict[str, Any]:
         meta["parse"] = config["parse"]
     if config.get("output") is not None:
         meta["output_schema"] = anthropic.transform_schema(config["output"])
+    if config.get("variants"):
+        meta["variants"] = config["variants"]
     return meta
+
+
+def _variants_key(vs: Sequence[Mapping[str, Any]] | None) -> str:
+    """Part of a multi-model job's fingerprint: the same requests under other column names
+    (or as a plain run) are another job."""
+    return "" if not vs else "#" + ",".join(f"{v['name']}/{v['epoch']}" for v in vs)
 
 
 def _index_from_labels(labels: Sequence[Any]) -> pd.Index:

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from claude_lab import pricing, progress, requests, results, templates
+from claude_lab import pricing, progress, requests, results, templates, variants
 from claude_lab.errors import InputError
 
 __all__ = [
@@ -156,7 +156,9 @@ def plan(
     prompt: templates.PromptArg,
     *,
     system: Any = None,
-    model: str | None = None,
+    model: str | Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
+    epochs: int = 1,
     max_tokens: int = 1024,
     temperature: float | None = None,
     top_p: float | None = None,
@@ -211,25 +213,41 @@ def plan(
         "tool_choice": tool_choice,
         "metadata": metadata,
     }
-    base = build_params(model, settings, params, output)
+    vs = variants.variants(model, names, epochs, name)
+    models: list[Any] = list(dict.fromkeys(v["model"] for v in vs)) if vs else [model]
+    bases = {m: build_params(m, settings, params, output) for m in models}
+    base = bases[models[0]]
     compiled = templates.compile_prompt(prompt, system)
-    clashes = clashing_columns(df, name, output)
+    clashes = clashing_columns(df, name, output) if vs is None else []
+    for prefix in dict.fromkeys(v["name"] for v in vs or ()):
+        clashes += [c for c in clashing_columns(df, prefix, output) if c not in clashes]
+    if vs is not None and epochs > 1 and variants.EPOCH_COLUMN in df.columns:
+        clashes.append(variants.EPOCH_COLUMN)
     if clashes and not overwrite:
         raise InputError(
             f"The DataFrame already has the result column(s) {clashes} that this call would "
             f"write, e.g. from an earlier run. Pass name={_free_name(df, name, output)!r} (or "
             "another prefix) to keep both, or overwrite=True to replace them."
         )
-    rendered = templates.render(df, compiled, base, on_missing)
-    encoded = requests.encode(rendered.params)
+    if vs is None:
+        rendered = templates.render(df, compiled, base, on_missing)
+        encoded = requests.encode(rendered.params)
+    else:
+        per_model = {
+            m: templates.render(df, compiled, b, on_missing).params for m, b in bases.items()
+        }
+        encoded = requests.encode(
+            [p for v in vs for p in per_model[v["model"]]],
+            [v["epoch"] for v in vs for _ in range(len(df))],
+        )
     labels_by_uid: list[Any] = [None] * len(encoded.custom_ids)
     for i in np.flatnonzero(encoded.row_uid >= 0)[::-1]:
-        labels_by_uid[encoded.row_uid[i]] = df.index[i]
+        labels_by_uid[encoded.row_uid[i]] = df.index[i % len(df)]
     # Every request must fit before anything is sent, even those the cache may answer.
     chunks = requests.split(encoded.lines, np.arange(len(encoded.lines)), row_labels=labels_by_uid)
     config: dict[str, Any] = {
         "name": name,
-        "model": model,
+        "model": model if vs is None else ", ".join(models),
         "output": output,
         "parse": parse,
         "prices": prices,
@@ -239,6 +257,8 @@ def plan(
         "estimated_cost_usd": None,
         "endpoint": None,
     }
+    if vs is not None:
+        config["variants"] = vs
     # The templates have read the old columns; the result replaces them.
     frame = df.drop(columns=clashes) if clashes else df
     return Plan(frame, encoded, chunks, config, cache, poll, make_display)

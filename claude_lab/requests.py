@@ -48,8 +48,12 @@ class Encoded:
     row_uid: np.ndarray  # int64 per row: u, or -1 for a skipped row
 
 
-def encode(params: Sequence[dict[str, Any] | None]) -> Encoded:
-    """Canonically encode each row's params, hash them, and deduplicate identical requests."""
+def encode(params: Sequence[dict[str, Any] | None], salts: Sequence[int] | None = None) -> Encoded:
+    """Canonically encode each row's params, hash them, and deduplicate identical requests.
+
+    ``salts`` (per row, e.g. the epoch of a repeated sample) go into the hash only:
+    a non-zero salt gives the same request its own custom_id; the bytes sent are the same.
+    """
     ids: list[str] = []
     lines: list[bytes] = []
     blobs: list[bytes] = []
@@ -61,7 +65,10 @@ def encode(params: Sequence[dict[str, Any] | None]) -> Encoded:
         if p is None:
             continue
         blob = dumps(p, option=sort)
-        cid = "r" + blake2b(blob, digest_size=16).hexdigest()
+        if salts is not None and salts[i]:
+            cid = "r" + blake2b(blob + b"\x00epoch=%d" % salts[i], digest_size=16).hexdigest()
+        else:
+            cid = "r" + blake2b(blob, digest_size=16).hexdigest()
         u = seen.get(cid)
         if u is None:
             u = seen[cid] = len(ids)

@@ -1,0 +1,143 @@
+"""Several models and repeated samples (epochs) in one run.
+
+``df.claude.batch(prompt, model=[...], epochs=k)`` renders every row once per
+model and sends every (model, epoch) copy in the same job: one journal entry,
+shared batches, one display. A *variant* is one (column prefix, model, epoch);
+the job's per-row request index ``row_uid`` holds the variants one after the
+other, ``n`` rows each. Epoch ``e > 0`` salts the request hash (never the
+request itself), so every copy has its own deterministic custom_id and its own
+cache entry, while epoch 0 shares the id, and the cache, of a plain run.
+
+The result table has one column block per prefix (``haiku_4_5_text``, ...),
+aligned with the input. With ``epochs > 1`` it is long: each input row appears
+``k`` times in a row (same index label) with an ``epoch`` column 0..k-1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from claude_lab._version import __version__
+from claude_lab.errors import InputError
+
+if TYPE_CHECKING:
+    from claude_lab.job import BatchJob
+
+__all__ = ["EPOCH_COLUMN", "build", "prefix_for", "variants"]
+
+EPOCH_COLUMN = "epoch"
+
+
+def prefix_for(model: str) -> str:
+    """The column prefix of a model: ``claude-haiku-4-5`` -> ``haiku_4_5``."""
+    base = re.sub(r"[^0-9a-zA-Z]+", "_", model).strip("_").lower()
+    short = base.removeprefix("claude_")
+    return short if short.isidentifier() else f"claude_{short}" if short else "claude"
+
+
+def variants(
+    model: Any, names: Sequence[str] | None, epochs: Any, name: str
+) -> list[dict[str, Any]] | None:
+    """The run's variants in request order (model-major, then epoch), or None for a plain run."""
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise InputError(f"epochs must be a whole number >= 1, got {epochs!r}.")
+    many = isinstance(model, (list, tuple))
+    if not many and epochs == 1:
+        if names is not None:
+            raise InputError("names= goes with a list of models; for one model use name=.")
+        return None
+    models = list(model) if many else [model]
+    if not models or not all(isinstance(m, str) and m for m in models):
+        raise InputError(
+            f"model= must be a model id or a list of them, e.g. ['claude-haiku-4-5', "
+            f"'claude-sonnet-4-5']; got {model!r}."
+        )
+    if names is None:
+        prefixes = [prefix_for(m) for m in models] if many else [name]
+    else:
+        prefixes = [names] if isinstance(names, str) else list(names)
+        if len(prefixes) != len(models):
+            raise InputError(f"names= has {len(prefixes)} names for {len(models)} models.")
+    bad = [p for p in prefixes if not isinstance(p, str) or not p.isidentifier()]
+    if bad:
+        raise InputError(f"names {bad} must be valid identifiers such as 'haiku'.")
+    if len(set(prefixes)) != len(prefixes):
+        raise InputError(
+            f"The models would write the same columns ({prefixes}); pass names=[...] "
+            "with one distinct prefix per model."
+        )
+    return [
+        {"name": p, "model": m, "epoch": e} for p, m in zip(prefixes, models) for e in range(epochs)
+    ]
+
+
+def build(job: BatchJob) -> pd.DataFrame:
+    """The result table of a multi-model / multi-epoch job (see the module docstring)."""
+    cfg = job._config
+    vs: list[dict[str, Any]] = cfg["variants"]
+    epochs = max(v["epoch"] for v in vs) + 1
+    row_uid = job._row_uid
+    n = len(row_uid) // len(vs)
+    frame = job._frame if job._frame is not None else pd.DataFrame(index=job._index)
+    if epochs > 1:
+        out = frame.iloc[np.repeat(np.arange(n), epochs)].copy()
+        out[EPOCH_COLUMN] = np.tile(np.arange(epochs), n)
+    else:
+        out = frame.copy()
+    prefixes = list(dict.fromkeys(v["name"] for v in vs))
+    totals: dict[str, Any] = {}
+    for prefix in prefixes:
+        ks = [k for k, v in enumerate(vs) if v["name"] == prefix]
+        # Row-major: input row i's epochs are consecutive rows of the long table.
+        uid = np.stack([row_uid[k * n : (k + 1) * n] for k in ks], axis=1).ravel()
+        cols = job._acc.columns(
+            uid,
+            prefix=prefix,
+            output=cfg.get("output"),
+            parse=cfg.get("parse"),
+            prices=cfg.get("prices"),
+        )
+        for key, values in cols.items():
+            out[key] = values
+        status = pd.Series(cols[f"{prefix}_status"])
+        totals[prefix] = {
+            "model": vs[ks[0]]["model"],
+            "status_counts": {str(k): int(c) for k, c in status.value_counts().items()},
+            "cost_usd": float(pd.Series(cols[f"{prefix}_cost_usd"]).sum()),
+        }
+    from claude_lab.plan import now_iso
+
+    out.attrs["claude_lab"] = {
+        "job_id": job.id,
+        "package": f"claude-lab {__version__}",
+        "model": [totals[p]["model"] for p in prefixes],
+        "names": prefixes,
+        "epochs": epochs,
+        "templates": cfg["templates"],
+        "params": cfg["params"],
+        "name": prefixes[0],
+        "batch_ids": job.batch_ids,
+        "endpoint": cfg["endpoint"],
+        "created_at": cfg["created_at"],
+        "finished_at": now_iso(),
+        "rows": len(out),
+        "requests": len(job._custom_ids),
+        "runs": totals,
+        "status_counts": _sum_counts([t["status_counts"] for t in totals.values()]),
+        "cost_usd": sum(t["cost_usd"] for t in totals.values()),
+        "spent_usd": job.spent,
+    }
+    return out
+
+
+def _sum_counts(counts: Sequence[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    return total
