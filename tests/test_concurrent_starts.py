@@ -172,3 +172,63 @@ def test_simultaneous_identical_calls_in_threads_create_once(fast: Emulator) -> 
         for job in outs:
             assert (job.result(timeout=60)["claude_status"] == "succeeded").all()
         assert fast.count("POST", "/v1/messages/batches") == trial + 1
+
+
+def _own_call_worker(base_url: str, ready: Any, go: Any, reports: Any, seed: int) -> None:
+    """One process, its own call (rows of its own), all of the same size."""
+    import anthropic
+    import pandas as pd
+
+    import claude_lab  # noqa: F401  (registers df.claude)
+
+    client = anthropic.Anthropic(base_url=base_url, api_key="emulator")
+    opts: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}
+    pd.DataFrame({"a": [10_000 + seed], "b": [0]}).claude.batch(SUM, client=client, **opts)
+    a = [seed * 1000 + i for i in range(8)]
+    df = pd.DataFrame({"a": a, "b": [x * 2 for x in a]})
+    ready.wait(timeout=120)  # warmed up; the parent now arms the faults
+    go.wait(timeout=120)
+    out = df.claude.batch(SUM, client=client, **opts)
+    ok = bool((out["claude_text"] == (out["a"] + out["b"]).astype(str)).all())
+    reports.put({"seed": seed, "statuses": dict(Counter(out["claude_status"])), "correct": ok})
+
+
+def test_processes_whose_same_size_creates_are_all_lost_each_keep_their_own(
+    emulator_process: str,
+) -> None:
+    """Every process's create is answered with a dropped connection, and each sees the
+    others' batches of its size (and a foreign one): each adopts only the batch its
+    custom_ids prove, and pays once."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, go = ctx.Barrier(PROCESSES + 1), ctx.Barrier(PROCESSES + 1)
+    reports = ctx.Queue()
+    procs = [
+        ctx.Process(target=_own_call_worker, args=(emulator_process, ready, go, reports, k))
+        for k in range(PROCESSES)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        ready.wait(timeout=120)
+        arm = urllib.request.Request(
+            f"{emulator_process}/_emulator/faults",
+            data=orjson.dumps({"drop_after_create": PROCESSES, "others": [("during", 8)]}),
+            method="POST",
+        )
+        urllib.request.urlopen(arm).read()
+        go.wait(timeout=120)
+        got = [reports.get(timeout=300) for _ in range(PROCESSES)]
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    assert all(r["statuses"] == {"succeeded": 8} and r["correct"] for r in got)
+    with urllib.request.urlopen(f"{emulator_process}/_emulator/batches") as resp:
+        report = orjson.loads(resp.read())
+    mine = [b for b in report if not b["foreign"] and len(b["custom_ids"]) == 8]
+    assert len(mine) == PROCESSES  # each process's requests paid once
+    assert sum(b["foreign"] for b in report) == 1
+    assert not any(b["canceled"] or b["deleted"] for b in report)

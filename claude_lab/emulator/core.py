@@ -113,6 +113,7 @@ class Response:
 
 
 Counter = int | dict[str, int]
+OTHERS_WHEN = ("before", "during", "after")
 
 
 @dataclass
@@ -150,6 +151,21 @@ class Faults:
     """The next N results downloads stop halfway and the connection is cut."""
     latency: float = 0.0
     """Real seconds added before every API response."""
+    error_after_create: int = 0
+    """The next N batch creates make their batch, then answer 500 api_error: the client
+    is told the create failed, yet the batch exists and runs."""
+    timeout_after_create: int = 0
+    """The next N batch creates make their batch, then hold the response back for
+    ``stall_seconds`` real seconds: a client with a shorter timeout gives up first."""
+    stall_seconds: float = 2.0
+    others: tuple[tuple[str, int], ...] = ()
+    """Other users of the workspace (same API key): ``(when, size)`` pairs armed for the
+    next batch create. Each makes a batch of ``size`` requests that are not the
+    client's: ``"before"`` just before that create is handled, ``"during"`` right after
+    it (before its response is sent), ``"after"`` at the next API call that follows it
+    (say, the client's look at the batch list). They go through the same batch
+    machinery, so list() shows them, they end like any batch, and they are never in
+    the request log."""
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "expire_rate", "omit_rate"):
@@ -165,6 +181,12 @@ class Faults:
                 f"Faults.error_types must be non-empty and from {sorted(ROW_ERROR_TYPES)}; "
                 f"got {list(self.error_types)}"
             )
+        self.others = tuple((str(when), int(size)) for when, size in self.others)
+        for when, size in self.others:
+            if when not in OTHERS_WHEN or size < 1:
+                raise ValueError(
+                    f"Faults.others: ({when!r}, {size}) must be (one of {OTHERS_WHEN}, size >= 1)"
+                )
         for name in ("rate_limit", "server_error", "overloaded"):
             value = getattr(self, name)
             if isinstance(value, dict):
@@ -450,6 +472,8 @@ class Core:
         self._log: list[RequestRecord] = []
         self._seq = 0
         self._messages = 0
+        self.foreign: set[str] = set()  # ids of batches made by simulated other users
+        self._others_armed: list[tuple[str, int]] = []  # (when, size) of the create in hand
 
     # --- the request log ------------------------------------------------------------------
 
@@ -566,11 +590,13 @@ class Core:
         if not headers.get("anthropic-version"):
             return _error(400, "anthropic-version: header is required", request_id)
         name, batch_id = route
+        self._others_fire(name)
         fault = self._endpoint_fault(name, request_id)
         if fault is not None:
+            self._others_fire(name, after_create=True)
             return fault
         if name == "create":
-            return self._create(body, request_id)
+            return self._create_as_faulted(body, request_id)
         if name == "list":
             return self._list(query, request_id)
         if name == "messages":
@@ -628,6 +654,8 @@ class Core:
             return _json(200, {f.name: getattr(self.faults, f.name) for f in fields(Faults)}, rid)
         if path == "/_emulator/requests" and method == "GET":
             return _json(200, [r.as_dict() for r in self.requests], rid)
+        if path == "/_emulator/batches" and method == "GET":
+            return _json(200, self.batch_report(), rid)
         if path == "/_emulator/advance" and method == "POST":
             try:
                 seconds = float(query.get("seconds", "0"))
@@ -657,6 +685,21 @@ class Core:
             custom_ids, params = _validate_batch(data)
         except _Invalid as exc:
             return _error(400, exc.message, request_id)
+        batch = self._register(custom_ids, params)
+        with self._lock:
+            lost = self.faults.drop_after_create > 0
+            if lost:
+                self.faults.drop_after_create -= 1
+        # A batch is never ended in the response that created it, whatever the clock says.
+        response = _json(200, self._render(batch, fresh=True), request_id)
+        if lost:
+            blob = response.body
+            assert isinstance(blob, bytes)
+            return Response(200, response.headers, _chunks(blob, True), length=len(blob))
+        return response
+
+    def _register(self, custom_ids: list[str], params: list[dict[str, Any]]) -> _Batch:
+        """Make a batch of validated requests: its schedule, its faults, its id."""
         opts = self.options
         with self._lock:
             self._seq += 1
@@ -695,16 +738,80 @@ class Core:
         with self._lock:
             self._batches[batch_id] = batch
             self._order.append(batch_id)
-            lost = self.faults.drop_after_create > 0
-            if lost:
-                self.faults.drop_after_create -= 1
-        # A batch is never ended in the response that created it, whatever the clock says.
-        response = _json(200, self._render(batch, fresh=True), request_id)
-        if lost:
-            blob = response.body
-            assert isinstance(blob, bytes)
-            return Response(200, response.headers, _chunks(blob, True), length=len(blob))
+        return batch
+
+    def _create_as_faulted(self, body: bytes, request_id: str) -> Response:
+        """A create, then the faults that lose its response after the batch exists."""
+        response = self._create(body, request_id)
+        self._others_fire("create", after_create=True)
+        if response.status != 200:
+            return response
+        with self._lock:
+            failed = self.faults.error_after_create > 0
+            if failed:
+                self.faults.error_after_create -= 1
+            stalled = not failed and self.faults.timeout_after_create > 0
+            if stalled:
+                self.faults.timeout_after_create -= 1
+            stall = float(self.faults.stall_seconds)
+        if failed:
+            return _error(500, "Internal server error", request_id)
+        if stalled:
+            blob = response.body if isinstance(response.body, bytes) else b"".join(response.body)
+            return Response(200, response.headers, _stalled(blob, stall), length=len(blob))
         return response
+
+    # --- other users of the workspace ---------------------------------------------------------
+
+    def _others_fire(self, route: str, *, after_create: bool = False) -> None:
+        """Make the foreign batches ``Faults.others`` asks for at this point of a call."""
+        with self._lock:
+            due: list[int] = []
+            if not after_create:
+                due += [size for when, size in self._others_armed if when == "after"]
+                self._others_armed = [x for x in self._others_armed if x[0] != "after"]
+                if route == "create" and self.faults.others:
+                    self._others_armed = list(self.faults.others)
+                    self.faults.others = ()
+                    due += [size for when, size in self._others_armed if when == "before"]
+            elif route == "create":
+                due += [size for when, size in self._others_armed if when == "during"]
+                self._others_armed = [x for x in self._others_armed if x[0] == "after"]
+        for size in due:
+            self.foreign_batch(size)
+
+    def foreign_batch(self, size: int) -> str:
+        """Make a batch of ``size`` requests as another user of the workspace would; -> its id."""
+        tag = secrets.token_hex(4)
+        custom_ids = [f"other_{tag}_{i}" for i in range(size)]
+        params: list[dict[str, Any]] = [
+            {
+                "model": "claude-haiku-4-5",
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": f"Someone else's question {i}"}],
+            }
+            for i in range(size)
+        ]
+        batch = self._register(custom_ids, params)
+        with self._lock:
+            self.foreign.add(batch.id)
+        return batch.id
+
+    def batch_report(self) -> list[dict[str, Any]]:
+        """Every batch made, oldest first: id, custom_ids, whether another (simulated) user
+        made it, and whether it was ever canceled or deleted."""
+        with self._lock:
+            batches = [self._batches[b] for b in self._order]
+            return [
+                {
+                    "id": b.id,
+                    "custom_ids": list(b.custom_ids),
+                    "foreign": b.id in self.foreign,
+                    "canceled": b.cancel_at is not None,
+                    "deleted": b.deleted,
+                }
+                for b in batches
+            ]
 
     # --- state ----------------------------------------------------------------------------
 
@@ -1099,6 +1206,11 @@ def _chunks(blob: bytes, drop: bool, size: int = 1 << 16) -> Iterator[bytes]:
         yield blob[start : min(start + size, stop)]
     if drop:
         raise ConnectionDropped("fault: response cut halfway")
+
+
+def _stalled(blob: bytes, seconds: float) -> Iterator[bytes]:
+    time.sleep(seconds)  # the headers are out; the body is late, past the client's timeout
+    yield blob
 
 
 def _sse(message: dict[str, Any]) -> Iterator[bytes]:
