@@ -18,5 +18,6 @@ from claude_lab.emulator.clock import Clock
 from claude_lab.emulator.core import Faults
 from claude_lab.emulator.responder import RowError
 from claude_lab.emulator.server import Emulator, serve
+from claude_lab.emulator.standins import stand_in_models
 
-__all__ = ["Clock", "Emulator", "Faults", "RowError", "serve"]
+__all__ = ["Clock", "Emulator", "Faults", "RowError", "serve", "stand_in_models"]

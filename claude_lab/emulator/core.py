@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from claude_lab.emulator import standins
 from claude_lab.emulator.clock import Clock, rfc3339
 from claude_lab.emulator.responder import (
     ROW_ERROR_TYPES,
@@ -837,7 +838,12 @@ class Core:
         else:
             when = batch.created + batch.finish[i]
             msg_id = f"msg_{batch.id[-20:]}{i:08x}"
-            outcome = self._answer(batch.params[i], msg_id, "batch", when)
+            # Stand-in responders draw per request, so repeated samples of a row differ.
+            token = standins.CURRENT_CUSTOM_ID.set(custom_id)
+            try:
+                outcome = self._answer(batch.params[i], msg_id, "batch", when)
+            finally:
+                standins.CURRENT_CUSTOM_ID.reset(token)
         if isinstance(outcome, RowError):
             result: dict[str, Any] = {
                 "type": "errored",
