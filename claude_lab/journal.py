@@ -369,6 +369,21 @@ class Journal:
         conn = self._db
         conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # A database that is not ours (no schema version, yet tables) is left untouched:
+        # switching it to WAL or adding our tables would change someone else's file.
+        if (
+            not conn.execute("PRAGMA user_version").fetchone()[0]
+            and conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            ).fetchone()[0]
+        ):
+            raise JournalError(
+                f"The file at {self.path} is an SQLite database of something else, not a "
+                "claude_lab journal; it was left untouched (claude_lab never deletes or "
+                "overwrites a file it finds there). Move it aside, or set "
+                "CLAUDE_LAB_HOME to another folder. Note that cache=False does not avoid "
+                "the journal; only another CLAUDE_LAB_HOME does."
+            )
         # Switching to WAL needs a moment of exclusive access, and the busy handler does
         # not always cover it when two processes open a fresh file together.
         deadline = time.monotonic() + _BUSY_TIMEOUT_S

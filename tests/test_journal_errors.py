@@ -153,3 +153,19 @@ def test_a_read_only_journal(fast: Emulator, what: str, undo: list[Callable[[], 
     err = _batch_refused(fast, path)
     assert "read-only" in str(err) and "writable" in str(err)
     assert path.read_bytes() == before
+
+
+def test_another_applications_database_is_left_untouched(fast: Emulator) -> None:
+    import sqlite3
+
+    path = _journal_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.execute("INSERT INTO notes VALUES ('mine')")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    err = _batch_refused(fast, path)
+    assert "not a claude_lab journal" in str(err)
+    assert path.read_bytes() == before  # not switched to WAL, no tables added
