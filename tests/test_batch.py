@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,13 +21,6 @@ from claude_lab.errors import (
 CREATE = ("POST", "/v1/messages/batches")
 SUM = "What is {a} + {b}? Answer with a single number."
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}
-
-
-def _until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def _sums(n: int, seed: int = 1) -> pd.DataFrame:
@@ -138,7 +129,7 @@ def test_expired_rows(emu: Emulator) -> None:
     df = _sums(40)
     emu.faults.expire_rate = 0.25
     job = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
-    _until(lambda: len(job.batch_ids) == 1)
+    emu.wait_count(*CREATE)
     emu.clock.advance(25 * 3600)  # past the 24 h expiry: unprocessed rows expire
     out = job.result(timeout=30)
     status = out["claude_status"].value_counts().to_dict()
@@ -149,7 +140,7 @@ def test_expired_rows(emu: Emulator) -> None:
 def test_cancel_ends_unfinished_rows_as_canceled() -> None:
     with serve(speed=0, request_seconds=3600, cancel_seconds=1) as emu:
         job = _sums(30).claude.batch(SUM, client=emu.client(), wait=False, **FAST)
-        _until(lambda: len(job.batch_ids) == 1)
+        emu.wait_count(*CREATE)
         job.cancel()
         emu.clock.advance(600)
         out = job.result(timeout=30)

@@ -152,7 +152,7 @@ def test_attach_by_batch_id_rebuilds_the_table_from_stored_rows(fast: Emulator) 
 def test_results_outlive_the_apis_29_day_archive(emu: Emulator) -> None:
     df = _frame(8)
     job = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
-    _until(lambda: len(job.batch_ids) == 1)
+    emu.wait_count(*CREATE)
     emu.clock.advance(3600)
     out = job.result(timeout=30)
     emu.clock.advance(30 * 24 * 3600)
@@ -434,12 +434,12 @@ def test_a_burst_of_api_errors_while_polling_does_not_fail_the_job(
 
 
 def test_rerun_while_the_first_run_is_still_creating_waits_for_it(emu: Emulator) -> None:
-    emu.faults.latency = 0.3  # every response is slow: the first create is still in flight
     df = _frame(10)
-    first = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
-    _until(lambda: first.status == "submitting")
-    second = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
-    assert second.id == first.id
+    with emu.faults.hold_creates() as gate:
+        first = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
+        gate.wait_arrived()  # the first create is in flight
+        second = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
+        assert second.id == first.id
     _until(lambda: len(first.batch_ids) == 1 and len(second.batch_ids) == 1)
     emu.clock.advance(3600)
     a, b = first.result(timeout=30), second.result(timeout=30)
@@ -464,22 +464,22 @@ def test_cancel_while_the_create_is_in_flight_cancels_that_batch() -> None:
 
 
 def _cancel_while_creating(emu: Emulator) -> None:
-    emu.faults.latency = 0.3
     df = _frame(8)
-    job = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
-    _until(lambda: job.status == "submitting")
-    job.cancel()
-    _until(lambda: emu.count("POST", "/v1/messages/batches/*/cancel") == 1)
+    with emu.faults.hold_creates() as gate:
+        job = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
+        gate.wait_arrived()  # the create is in flight: it reached the API, no batch yet
+        job.cancel()
+    # Released: the batch is created, and the job cancels it as soon as it hears of it.
+    emu.wait_count("POST", "/v1/messages/batches/*/cancel")
     emu.clock.advance(3600)
     out = job.result(timeout=30)
     assert job.status == "canceled"
     assert (out["claude_status"] == "canceled").all()
     assert claude_lab.jobs().status.item() == "canceled"
     # A canceled run re-run on purpose starts afresh (the canceled rows were never paid).
-    emu.faults.latency = 0.0
     again = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
     assert again.id != job.id
-    _until(lambda: len(again.batch_ids) == 1)
+    emu.wait_count(*CREATE, n=2)
     emu.clock.advance(30 * 3600)  # slow requests: this emulator takes an hour per row
     assert set(again.result(timeout=30)["claude_status"]) <= {"succeeded", "expired"}
     assert emu.count(*CREATE) == 2

@@ -19,6 +19,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +28,7 @@ import orjson
 
 from claude_lab.emulator import standins
 from claude_lab.emulator.clock import Clock, rfc3339
+from claude_lab.emulator.gates import Gate
 from claude_lab.emulator.responder import (
     ROW_ERROR_TYPES,
     PromptCache,
@@ -206,6 +208,28 @@ class Faults:
         if unknown:
             raise TypeError(f"unknown fault option(s) {unknown}; known: {sorted(names)}")
         return cls(**value)
+
+    def hold_creates(self, count: int | None = 1) -> Gate:
+        """Hold the next ``count`` batch creates (None: all) before the batch exists, until
+        ``gate.release()``; ``gate.wait_arrived()`` returns once one has arrived. Use it
+        as ``with emu.faults.hold_creates() as gate:`` (released on exit)."""
+        gate = Gate(count)
+        self._create_gates().append(gate)
+        return gate
+
+    def _create_gates(self) -> list[Gate]:
+        # Not a dataclass field: gates are live objects, not settings to copy or serialise.
+        gates: list[Gate] | None = self.__dict__.get("_gates")
+        if gates is None:
+            gates = self.__dict__["_gates"] = []
+        return gates
+
+    def _pass_create_gates(self) -> None:
+        gates = self._create_gates()
+        for gate in list(gates):
+            if gate._pass():
+                with suppress(ValueError):
+                    gates.remove(gate)
 
     def _take(self, name: str, route: str) -> bool:
         value = getattr(self, name)
@@ -468,6 +492,7 @@ class Core:
         self.base_url = base_url.rstrip("/")
         self.prompt_cache = PromptCache()
         self._lock = threading.RLock()
+        self._answered = threading.Condition(self._lock)  # notified as each request is logged
         self._batches: dict[str, _Batch] = {}
         self._order: list[str] = []  # creation order, oldest first
         self._log: list[RequestRecord] = []
@@ -493,9 +518,23 @@ class Core:
                 and fnmatch.fnmatchcase(r.path, path)
             )
 
+    def wait_count(
+        self, method: str = "*", path: str = "*", n: int = 1, timeout: float = 30.0
+    ) -> int:
+        """Block until ``n`` logged requests match (see :meth:`count`), each answered;
+        return the count. TimeoutError if that does not happen within ``timeout`` s."""
+        with self._answered:
+            if not self._answered.wait_for(lambda: self.count(method, path) >= n, timeout):
+                raise TimeoutError(
+                    f"{self.count(method, path)} of {n} {method} {path} request(s) "
+                    f"answered within {timeout} s"
+                )
+            return self.count(method, path)
+
     def _record(self, method: str, path: str, status: int) -> None:
         with self._lock:
             self._log.append(RequestRecord(method, path, self.clock.now(), status))
+            self._answered.notify_all()
 
     # --- entry points ---------------------------------------------------------------------
 
@@ -597,6 +636,7 @@ class Core:
             self._others_fire(name, after_create=True)
             return fault
         if name == "create":
+            self.faults._pass_create_gates()  # outside the lock: a held create blocks nothing else
             return self._create_as_faulted(body, request_id)
         if name == "list":
             return self._list(query, request_id)

@@ -253,6 +253,14 @@ class Emulator:
         """How many requests matched, e.g. ``emu.count("POST", "/v1/messages/batches")``."""
         return self.core.count(method, path)
 
+    def wait_count(
+        self, method: str = "*", path: str = "*", n: int = 1, timeout: float = 30.0
+    ) -> int:
+        """Block until ``n`` requests matched and were answered, e.g.
+        ``emu.wait_count("POST", "/v1/messages/batches")``: a test's way to wait for the
+        client without sleeping. TimeoutError after ``timeout`` s."""
+        return self.core.wait_count(method, path, n, timeout)
+
     @property
     def faults(self) -> Faults:
         return self.core.faults
