@@ -141,7 +141,8 @@ def test_cancel_ends_unfinished_rows_as_canceled() -> None:
     with serve(speed=0, request_seconds=3600, cancel_seconds=1) as emu:
         job = _sums(30).claude.batch(SUM, client=emu.client(), wait=False, **FAST)
         emu.wait_count(*CREATE)
-        job.cancel()
+        job.cancel()  # the job may not have heard of its batch yet: it cancels it when it does
+        emu.wait_count("POST", "/v1/messages/batches/*/cancel")
         emu.clock.advance(600)
         out = job.result(timeout=30)
     assert (out["claude_status"] == "canceled").all()
