@@ -23,6 +23,8 @@ from claude_lab.errors import (
 )
 from claude_lab.export import export, read_provenance
 from claude_lab.job import BatchJob, attach
+from claude_lab.plots import plot_accuracy, plot_cost_vs_score, plot_latency, plot_tokens
+from claude_lab.report import report, to_latex
 from claude_lab.scoring import score
 from claude_lab.stats import summarize
 
@@ -54,7 +56,13 @@ __all__ = [
     "disagreements",
     "export",
     "jobs",
+    "plot_accuracy",
+    "plot_cost_vs_score",
+    "plot_latency",
+    "plot_tokens",
     "read_provenance",
+    "report",
     "score",
     "summarize",
+    "to_latex",
 ]
