@@ -789,6 +789,10 @@ class BatchJob:
             self._status = (
                 "canceling"
                 if self._canceled
+                # No batch to follow yet: a create (this worker's lost one, or
+                # another worker's) is still being settled.
+                else "submitting"
+                if not pending
                 else ("in_progress" if any(b.status != "ended" for b in pending) else "fetching")
             )
             self._display.update(self.snapshot())
