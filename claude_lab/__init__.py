@@ -30,10 +30,33 @@ from claude_lab.stats import summarize
 
 
 def jobs() -> pd.DataFrame:
-    """The jobs recorded in the journal (``CLAUDE_LAB_HOME``), newest first."""
+    """The jobs recorded in the journal (``CLAUDE_LAB_HOME``), newest first.
+
+    ``stored_mb`` is what each job takes up in the journal; ``attrs["journal"]`` holds
+    the journal's path and total size (``claude-lab prune`` or ``forget`` trims it).
+    """
     from claude_lab.journal import open_journal
 
-    return open_journal().list_jobs()
+    jnl = open_journal()
+    frame = jnl.list_jobs()
+    stored = jnl.stored_bytes()
+    frame["stored_mb"] = [round(stored.get(j, 0) / 1e6, 3) for j in frame["job_id"]]
+    frame.attrs["journal"] = {"path": str(jnl.path), "bytes": jnl.size_bytes}
+    return frame
+
+
+def forget(job: str | BatchJob, *, keep_cache: bool = False) -> None:
+    """Delete a finished job (id, prefix, batch id or the job itself) from the journal:
+    its rows, requests, batches and, unless ``keep_cache``, its result lines.
+
+    A job whose batches may still be running is refused (wait for it or cancel it
+    first): the journal is what keeps them from being lost or paid twice.
+    """
+    from claude_lab.journal import open_journal
+
+    open_journal().prune(
+        job_ids=[job.id if isinstance(job, BatchJob) else job], keep_cache=keep_cache
+    )
 
 
 del _accessor
@@ -55,6 +78,7 @@ __all__ = [
     "compare",
     "disagreements",
     "export",
+    "forget",
     "jobs",
     "plot_accuracy",
     "plot_cost_vs_score",

@@ -1,7 +1,7 @@
 """The command line: ``claude-lab`` / ``python -m claude_lab``.
 
-``demo`` runs the README's evaluation; ``jobs``, ``show``, ``wait``, ``cancel``
-and ``results`` work on the journal, so a run started in a notebook can be
+``demo`` runs the README's evaluation; ``jobs``, ``show``, ``wait``, ``cancel``,
+``results`` and ``prune`` work on the journal, so a run started in a notebook can be
 followed, stopped or exported from a shell. ``jobs``, ``show`` and ``results``
 answer from the journal and need no API key (``show`` refreshes from the API
 when it can). Exit codes: 0 done, 1 a claude_lab error (the message says what
@@ -11,14 +11,17 @@ to do), 2 bad usage, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
 
 import anthropic
 import pandas as pd
 
 from claude_lab._version import __version__
-from claude_lab.errors import ClaudeLabError
+from claude_lab.errors import ClaudeLabError, InputError
 from claude_lab.journal import ROW_COUNT_KINDS, JobRecord, Journal
 
 __all__ = ["main"]
@@ -50,6 +53,16 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("job", help="job id (or a unique prefix), or one of its batch ids")
+    pr = sub.add_parser(
+        "prune", help="delete finished jobs from the journal (by age and/or by job)"
+    )
+    pr.add_argument("--older-than", metavar="AGE", help="e.g. 30d, 12h, 2w: last updated before")
+    pr.add_argument("--job", action="append", default=[], help="a job to delete (repeatable)")
+    pr.add_argument(
+        "--keep-cache",
+        action="store_true",
+        help="keep the jobs' result lines, so identical requests are still answered from them",
+    )
     r = sub.add_parser("results", help="write a job's result table to a file (offline)")
     r.add_argument("job")
     r.add_argument("--out", required=True, help="FILE.csv, FILE.parquet or FILE.jsonl")
@@ -99,13 +112,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         return 0
     if args.command == "jobs":
-        df = open_journal().list_jobs()
+        from claude_lab import jobs
+
+        df = jobs()
         if df.empty:
             print("No jobs recorded yet.")
         else:
             with pd.option_context("display.width", 200, "display.max_columns", 30):
                 print(df.to_string(index=False))
+        print(_journal_line(open_journal()))
         return 0
+    if args.command == "prune":
+        return _prune(args)
     jnl = open_journal()
     rec = jnl.get_job(args.job)
     if args.command == "show":
@@ -165,6 +183,7 @@ def _show(jnl: Journal, rec: JobRecord) -> None:
         print(f"  {b.batch_id}  {b.processing_status}  {bc}")
     if not batches:
         print("  none (every row was skipped or answered from the result cache)")
+    print(f"stored: {_mb(jnl.stored_bytes().get(rec.job_id, 0))}; {_journal_line(jnl)}")
 
 
 def _refresh(jnl: Journal, rec: JobRecord) -> tuple[bool, str]:
@@ -192,3 +211,36 @@ def _refresh(jnl: Journal, rec: JobRecord) -> tuple[bool, str]:
     except anthropic.AnthropicError as exc:
         return False, f"could not refresh from {client.base_url}: {type(exc).__name__}"
     return True, "refreshed from the API just now"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _journal_line(jnl: Any) -> str:
+    return (
+        f"journal: {jnl.path} ({_mb(jnl.size_bytes)}); `claude-lab prune --older-than 30d` trims it"
+    )
+
+
+def _age(text: str) -> timedelta:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if m is None:
+        raise InputError(f"--older-than {text!r}: give an age such as 30d, 12h or 2w.")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m[2]]
+    return timedelta(**{unit: float(m[1])})
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from claude_lab.journal import open_journal
+
+    if args.older_than is None and not args.job:
+        raise InputError("claude-lab prune: give --older-than AGE (e.g. 30d) and/or --job ID.")
+    age = _age(args.older_than) if args.older_than is not None else None
+    jnl = open_journal()
+    done = jnl.prune(older_than=age, job_ids=args.job, keep_cache=args.keep_cache)
+    print(
+        f"Deleted {done['jobs']} job(s) and {done['result_lines']} result line(s); "
+        f"journal {_mb(done['bytes_before'])} -> {_mb(done['bytes_after'])} ({jnl.path})."
+    )
+    return 0

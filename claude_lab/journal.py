@@ -15,7 +15,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from claude_lab.errors import ConfigError, JobNotFoundError, JournalError
+from claude_lab.errors import ConfigError, InputError, JobNotFoundError, JournalError
 
 __all__ = [
     "INACTIVE_STATUSES",
@@ -211,6 +211,8 @@ ROW_COUNT_KINDS = (
 
 # Jobs in these states are never re-attached to by a re-run.
 INACTIVE_STATUSES = ("failed", "abandoned")
+# Jobs in these states have nothing running at the API: prune may delete them.
+_SETTLED_STATUSES = ("ended", "canceled", "failed", "abandoned")
 
 _BUSY_TIMEOUT_S = 30.0
 _CHUNK = 500  # ids per IN (...) query; well under SQLite's bound-variable limit
@@ -1138,6 +1140,102 @@ class Journal:
             ):
                 files[file_id] = _unpack(blob)
         return {cid: (batch_id, files[f][o]) for cid, (f, o, batch_id) in best.items()}
+
+    # -- housekeeping -----------------------------------------------------------------
+
+    @property
+    def size_bytes(self) -> int:
+        """The journal's size on disk (the database and its write-ahead log)."""
+        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+
+    def stored_bytes(self) -> dict[str, int]:
+        """Per job, the compressed bytes its rows, requests and results take up."""
+        sizes: dict[str, int] = {}
+        for sql in (
+            "SELECT job_id, length(labels) + length(custom_ids) FROM row_sets",
+            "SELECT job_id, length(custom_ids) + length(params) FROM request_sets",
+            "SELECT b.job_id, length(f.lines) FROM result_files f JOIN batches b USING (batch_id)",
+        ):
+            for job_id, size in self._read(sql):
+                sizes[job_id] = sizes.get(job_id, 0) + int(size or 0)
+        return sizes
+
+    def prune(
+        self,
+        *,
+        older_than: timedelta | None = None,
+        job_ids: Sequence[str] = (),
+        keep_cache: bool = False,
+    ) -> dict[str, int]:
+        """Delete finished jobs: those last updated more than ``older_than`` ago, and/or
+        the jobs named (ids, prefixes or batch ids). Their result lines go too unless
+        ``keep_cache`` (then a later identical request is still answered from them).
+
+        A job whose batches may still be running is never pruned by age, and naming
+        one is an error: forgetting it would lose what it is paying for.
+        """
+        named = [self.get_job(j) for j in job_ids]
+        for rec in named:
+            if not self._settled(rec):
+                raise InputError(
+                    f"job {rec.job_id} is still {rec.status}: its batches may be running and "
+                    f"costing money. Wait for it (`claude-lab wait {rec.job_id}`) or cancel it "
+                    "(`claude-lab cancel ...`) first, then forget it."
+                )
+        before = self.size_bytes
+        ids = [rec.job_id for rec in named]
+        if older_than is not None:
+            cutoff = (datetime.now(timezone.utc) - older_than).isoformat()
+            marks = ", ".join("?" * len(_SETTLED_STATUSES))
+            ids += [
+                row[0]
+                for row in self._read(
+                    f"SELECT job_id FROM jobs WHERE updated_at < ? AND status IN ({marks})"
+                    " AND job_id NOT IN (SELECT job_id FROM submissions WHERE batch_id IS NULL)"
+                    " AND job_id NOT IN"
+                    " (SELECT job_id FROM batches WHERE processing_status != 'ended')",
+                    (cutoff, *_SETTLED_STATUSES),
+                )
+            ]
+        ids = list(dict.fromkeys(ids))
+        lines = 0
+        with self._write() as conn:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                if not keep_cache:
+                    files = (
+                        "SELECT f.id FROM result_files f JOIN batches b USING (batch_id)"
+                        f" WHERE b.job_id IN ({marks})"
+                    )
+                    lines += conn.execute(
+                        f"DELETE FROM result_index WHERE file_id IN ({files})", chunk
+                    ).rowcount
+                    conn.execute(f"DELETE FROM result_files WHERE id IN ({files})", chunk)
+                # Batches, submissions, rows and requests go with the job (ON DELETE CASCADE).
+                conn.execute(f"DELETE FROM jobs WHERE job_id IN ({marks})", chunk)
+        if ids:
+            self._compact()
+        return {
+            "jobs": len(ids),
+            "result_lines": lines,
+            "bytes_before": before,
+            "bytes_after": self.size_bytes,
+        }
+
+    def _settled(self, rec: JobRecord) -> bool:
+        return (
+            rec.status in _SETTLED_STATUSES
+            and not self.pending_submissions(rec.job_id)
+            and all(b.processing_status == "ended" for b in self.batches(rec.job_id))
+        )
+
+    def _compact(self) -> None:
+        """Give freed pages back to the file system, if no one else is using the file."""
+        with self._lock, contextlib.suppress(sqlite3.OperationalError):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 # SQLite's primary result codes that mean the file itself cannot be used as a journal
