@@ -681,8 +681,15 @@ class BatchJob:
             # Wait first: a create still being processed then shows up in the list.
             time.sleep(wait)
             delay = min(delay * 2, 8.0)
-            if ambiguous and any(_size(mb) == count for mb, _ in self._candidates(started)):
-                raise _Lost() from error
+            if ambiguous:
+                try:
+                    seen = any(_size(mb) == count for mb, _ in self._candidates(started))
+                except Exception as exc:
+                    if not _transient(exc):
+                        raise
+                    seen = True  # the list cannot be read now: let the settling decide later
+                if seen:
+                    raise _Lost() from error
             if final:
                 raise error
         raise AssertionError("unreachable")
@@ -764,7 +771,14 @@ class BatchJob:
             with self._lock:
                 pending = [b for b in self._batches if not b.fetched]
             if not pending:
-                live = self._recover_submissions()  # may adopt batches
+                try:
+                    live = self._recover_submissions()  # may adopt batches
+                except Exception as exc:
+                    if not _transient(exc):
+                        raise
+                    # The list or a results download failed for now: settle next time.
+                    _log.warning("job %s: %s: %s; looking again", self.id, type(exc).__name__, exc)
+                    live = 1
                 with self._lock:
                     pending = [b for b in self._batches if not b.fetched]
                 if pending:

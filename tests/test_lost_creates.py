@@ -146,3 +146,11 @@ def test_a_released_batch_is_never_considered_again(quick: Emulator) -> None:
     # Remembered as foreign to this job (never adopted, downloaded or looked at again).
     assert open_journal().foreign_batches(job_id) == foreign
     assert (out["claude_status"] == "succeeded").all()
+
+
+def test_a_failing_batch_list_while_settling_delays_never_resends(quick: Emulator) -> None:
+    """The list is the evidence; while it answers 500 the job waits and looks again."""
+    quick.faults = {"drop_after_create": 1, "server_error": {"list": 4}, "others": [("after", 6)]}
+    out = _frame().claude.batch(SUM, client=quick.client(max_retries=0), **FAST)
+    assert quick.count(*CREATE) == 1
+    _check(quick, out, foreign_count=1)
