@@ -39,7 +39,6 @@ from claude_lab._version import __version__
 from claude_lab.errors import ConfigError, InputError, JobError, NotReadyError
 from claude_lab.plan import (
     clashing_columns,
-    cost_ceiling,
     now_iso,
     plan,
     poll_schedule,
@@ -370,8 +369,9 @@ class BatchJob:
         self._cached_rows = int(np.isin(self._row_uid, np.flatnonzero(acc.cached)).sum())
         todo = self._uncarried()
         if len(todo) and self._params is not None:
-            chars = sum(len(self._params[u]) for u in todo)
-            self._config["estimated_cost_usd"] = cost_ceiling(self._config, chars // 4, len(todo))
+            self._config["estimated_cost_usd"] = variants.ceiling(
+                self._config, self._params, self._row_uid, todo
+            )
 
     def _finish_call(self, wait: bool) -> pd.DataFrame | BatchJob:
         # The worker refreshes the notebook output's fallbacks when the job ends.

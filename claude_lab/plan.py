@@ -323,13 +323,13 @@ def estimate(df: pd.DataFrame, prompt: templates.PromptArg, **options: Any) -> d
     out_tokens = int(p.config["params"].get("max_tokens", 0)) * n
     return {
         "rows": len(df),
-        "skipped": int((p.encoded.row_uid < 0).sum()),
+        "skipped": int((p.encoded.row_uid[: len(df)] < 0).sum()),
         "requests": n,
         "batches": len(p.chunks),
         "bytes": sum(c.body_bytes for c in p.chunks),
         "input_tokens_estimate": in_tokens,
         "max_output_tokens": out_tokens,
-        "max_cost_usd": cost_ceiling(p.config, in_tokens, n),
+        "max_cost_usd": variants.ceiling(p.config, p.encoded.params, p.encoded.row_uid, range(n)),
     }
 
 

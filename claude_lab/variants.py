@@ -16,7 +16,7 @@ aligned with the input. With ``epochs > 1`` it is long: each input row appears
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from claude_lab.errors import InputError
 if TYPE_CHECKING:
     from claude_lab.job import BatchJob
 
-__all__ = ["EPOCH_COLUMN", "build", "prefix_for", "variants"]
+__all__ = ["EPOCH_COLUMN", "build", "ceiling", "prefix_for", "variants"]
 
 EPOCH_COLUMN = "epoch"
 
@@ -140,4 +140,35 @@ def _sum_counts(counts: Sequence[dict[str, int]]) -> dict[str, int]:
     for c in counts:
         for k, v in c.items():
             total[k] = total.get(k, 0) + v
+    return total
+
+
+def ceiling(
+    config: Mapping[str, Any], params: Sequence[bytes], row_uid: np.ndarray, uids: Any
+) -> float | None:
+    """Upper-bound cost of sending requests ``uids``, priced per model (None if any model
+    has no known price)."""
+    from claude_lab.plan import cost_ceiling
+
+    uids = np.asarray(uids, dtype=np.int64)
+    vs = config.get("variants")
+    if not vs:
+        return cost_ceiling(config, sum(len(params[u]) for u in uids) // 4, len(uids))
+    n = len(row_uid) // len(vs)
+    wanted = np.zeros(len(params), dtype=bool)
+    wanted[uids] = True
+    total = 0.0
+    for model in dict.fromkeys(v["model"] for v in vs):
+        ks = [k for k, v in enumerate(vs) if v["model"] == model]
+        mine = np.unique(np.concatenate([row_uid[k * n : (k + 1) * n] for k in ks]))
+        mine = mine[mine >= 0]
+        mine = mine[wanted[mine]]
+        if not len(mine):
+            continue
+        cost = cost_ceiling(
+            {**config, "model": model}, sum(len(params[u]) for u in mine) // 4, len(mine)
+        )
+        if cost is None:
+            return None
+        total += cost
     return total

@@ -90,3 +90,25 @@ def test_bad_multi_model_arguments_fail_before_sending(fast: Emulator) -> None:
     with pytest.raises(InputError, match="epoch"):
         df.assign(epoch=1).claude.batch(SUM, model=MODELS, epochs=2, client=fast.client(), **FAST)
     assert fast.count(*CREATE) == 0
+
+
+def test_estimate_prices_each_model() -> None:
+    df = _frame()
+    both = df.claude.estimate(SUM, model=MODELS, epochs=2)
+    one = [df.claude.estimate(SUM, model=m) for m in MODELS]
+    assert both["rows"] == 4 and both["skipped"] == 1 and both["requests"] == 12
+    # Each model at its own price (input tokens are rounded per model: rel=1e-3).
+    assert both["max_cost_usd"] == pytest.approx(2 * sum(e["max_cost_usd"] for e in one), rel=1e-3)
+
+
+def test_attach_rebuilds_the_model_blocks(fast: Emulator) -> None:
+    df = _frame()
+    out = df.claude.batch(SUM, model=MODELS, epochs=2, client=fast.client(), **FAST)
+    job = claude_lab.attach(out.attrs["claude_lab"]["job_id"], client=fast.client(), frame=df)
+    again = job.result()
+    cols = [c for c in out.columns if c.endswith(("_text", "_status", "_custom_id"))]
+    pd.testing.assert_frame_equal(again[cols], out[cols])
+    assert again["epoch"].tolist() == out["epoch"].tolist()
+    assert fast.count(*CREATE) == 1
+    with pytest.raises(InputError, match=r"frame has 3 rows but job .* was run on 4"):
+        claude_lab.attach(out.attrs["claude_lab"]["job_id"], client=fast.client(), frame=df[:3])
