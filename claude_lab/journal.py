@@ -359,7 +359,8 @@ class Journal:
             if isinstance(exc, OSError):
                 raise JournalError(
                     f"cannot create the claude_lab journal at {self.path}: {exc}. "
-                    "Set CLAUDE_LAB_HOME to a writable folder."
+                    "Set CLAUDE_LAB_HOME to a writable folder (cache=False does not avoid "
+                    "the journal: every batch is recorded there so nothing is paid twice)."
                 ) from exc
             if isinstance(exc, sqlite3.DatabaseError) and _unusable(exc):
                 raise journal_error(self.path, exc) from exc

@@ -4,6 +4,7 @@ or deleted, and the job's own requests are paid exactly once."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -92,14 +93,19 @@ def test_foreign_batches_before_during_and_after_at_once(quick: Emulator, loss: 
     _check(quick, out, foreign_count=4)
 
 
-def test_two_running_candidates_are_waited_for_never_resent(emu: Emulator) -> None:
+def test_two_running_candidates_are_waited_for_never_resent(
+    emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
     """Both the job's own batch and a foreign one are running: only their results can
-    tell them apart, so the job waits for them to end, sending nothing meanwhile."""
+    tell them apart, so the job waits for them to end, sending nothing meanwhile, and
+    says so."""
     emu.faults = {"drop_after_create": 1, "others": [("during", ROWS)]}
-    job = _frame().claude.batch(SUM, client=emu.client(), wait=False, **FAST)
-    _until(lambda: emu.count("GET", "/v1/messages/batches") >= 5)  # it keeps looking ...
+    with caplog.at_level(logging.WARNING, logger="claude_lab"):
+        job = _frame().claude.batch(SUM, client=emu.client(), wait=False, **FAST)
+        _until(lambda: emu.count("GET", "/v1/messages/batches") >= 5)  # it keeps looking
     assert emu.count(*CREATE) == 1  # ... and has not resent
-    assert job.batch_ids == [] and not job.done()
+    assert job.batch_ids == [] and not job.done() and job.status == "submitting"
+    assert "nothing is sent again until they end" in caplog.text
     emu.clock.advance(3600)
     out = job.result(timeout=30)
     assert emu.count(*CREATE) == 1
