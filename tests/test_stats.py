@@ -111,3 +111,18 @@ def test_summarize_clusters_and_errors() -> None:
         claude_lab.summarize(t.drop(columns="claude_score"))
     with pytest.raises(InputError, match="cluster='nope'"):
         claude_lab.summarize(t, cluster="nope")
+
+
+def test_clustered_coverage_with_repeated_samples_is_near_95_percent() -> None:
+    # 80 questions, each with its own difficulty, sampled 3 times (epochs): repeats of a
+    # question are correlated, and the cluster-robust interval still covers the mean.
+    rng = np.random.default_rng(2)
+    groups, epochs, reps, true_mean = 80, 3, 1000, 2 / 7
+    clusters = np.repeat(np.arange(groups), epochs)
+    hits = 0
+    for _ in range(reps):
+        p = np.repeat(rng.beta(2, 5, size=groups), epochs)
+        x = (rng.random(groups * epochs) < p).astype(float)
+        lo, hi, _ = cluster_ci(x, clusters)
+        hits += lo <= true_mean <= hi
+    assert 0.93 <= hits / reps <= 0.97
