@@ -37,6 +37,7 @@ from claude_lab import journal as journal_mod
 from claude_lab import progress, requests, results, templates, variants
 from claude_lab._version import __version__
 from claude_lab.errors import ConfigError, InputError, JobError, NotReadyError
+from claude_lab.journal import JobStatus
 from claude_lab.plan import (
     clashing_columns,
     now_iso,
@@ -165,7 +166,7 @@ class BatchJob:
         self._acc = results.ResultAccumulator(custom_ids)
         self._future: concurrent.futures.Future[pd.DataFrame] = concurrent.futures.Future()
         self._thread: threading.Thread | None = None
-        self._status = "preparing"
+        self._status = JobStatus.PREPARING
         self._started = time.monotonic()
         self._counts_move = False
         self._canceled = False
@@ -197,9 +198,20 @@ class BatchJob:
             return [b.id for b in self._batches]
 
     @property
-    def status(self) -> str:
-        """preparing, submitting, in_progress, canceling, fetching, ended, canceled or failed."""
+    def status(self) -> JobStatus:
+        """preparing, submitting, in_progress, canceling, fetching, then ended, canceled,
+        failed or interrupted (a str-valued enum: ``job.status == "ended"`` works)."""
         return self._status
+
+    def _transition(self, to: JobStatus, *, reopen: bool = False) -> bool:
+        """The one place the status changes, under the job's lock. A final status is
+        kept: a late cancel() or display tick cannot overwrite "ended"; only a retry
+        (``reopen``) starts a new round. Returns whether the status changed."""
+        with self._lock:
+            if self._status.final and not reopen:
+                return False
+            self._status = to
+            return True
 
     @property
     def request_counts(self) -> dict[str, int]:
@@ -260,12 +272,13 @@ class BatchJob:
         """Cancel the job: no further batch is created, unfinished ones are canceled, and
         finished rows keep their results. A re-run of the same call then starts afresh."""
         with self._lock:
+            if self._status.final:
+                return  # it finished (or stopped) already: nothing is left to cancel
             self._canceled = True
+            self._transition(JobStatus.CANCELING)
         if self._journal is not None:
-            self._jnl.set_job_status(self.id, "canceled")
+            self._jnl.set_job_status(self.id, JobStatus.CANCELED)
         self._cancel_batches()
-        if not self._future.done():
-            self._status = "canceling"
         self._wake.set()
 
     def _cancel_batches(self) -> None:
@@ -319,6 +332,7 @@ class BatchJob:
             self._round += 1
             self._future = concurrent.futures.Future()
             self._canceled = False
+            self._transition(JobStatus.PREPARING, reopen=True)
         self._start(lambda: self._submit(uids, again=seen))
         return self.result() if wait else self
 
@@ -448,11 +462,11 @@ class BatchJob:
                 first_step()
             self._follow()
             df = self._build()
-            if self._canceled:
-                self._status = "canceled"
-            else:
-                self._status = "ended"
-                self._jnl.set_job_status(self.id, "ended")
+            with self._lock:  # decided together with cancel(): never "ended" then "canceling"
+                final = JobStatus.CANCELED if self._canceled else JobStatus.ENDED
+                self._transition(final)
+            if final is JobStatus.ENDED:
+                self._jnl.set_job_status(self.id, final)
             self._close_display()  # before resolving, so waiters see the final state
             future.set_result(df)
         except BaseException as caught:  # the waiting thread re-raises it
@@ -464,10 +478,10 @@ class BatchJob:
             # A job with batches at the API is not lost: leave it where a re-run finds it.
             with self._lock:
                 sent = bool(self._batches)
-            self._status = "interrupted" if sent else "failed"
             with contextlib.suppress(Exception):
                 sent = sent or bool(self._jnl.pending_submissions(self.id))
-                self._status = "interrupted" if sent else "failed"
+            self._transition(JobStatus.INTERRUPTED if sent else JobStatus.FAILED)
+            with contextlib.suppress(Exception):
                 self._jnl.set_job_status(self.id, self._status)
             with contextlib.suppress(Exception):
                 self._close_display()
@@ -706,7 +720,7 @@ class BatchJob:
         """
         if self._canceled or not len(todo):
             return
-        self._status = "submitting"
+        self._transition(JobStatus.SUBMITTING)
         self._display.update(self.snapshot())
         params = self._request_params()
         lines = [_line(c, params[u]) for u, c in enumerate(self._custom_ids)]
@@ -800,14 +814,18 @@ class BatchJob:
                     continue
             if self._canceled:
                 self._cancel_batches()
-            self._status = (
-                "canceling"
+            self._transition(
+                JobStatus.CANCELING
                 if self._canceled
                 # No batch to follow yet: a create (this worker's lost one, or
                 # another worker's) is still being settled.
-                else "submitting"
+                else JobStatus.SUBMITTING
                 if not pending
-                else ("in_progress" if any(b.status != "ended" for b in pending) else "fetching")
+                else (
+                    JobStatus.IN_PROGRESS
+                    if any(b.status != "ended" for b in pending)
+                    else JobStatus.FETCHING
+                )
             )
             self._display.update(self.snapshot())
             if self._wake.wait(timeout=max(0.0, min(_TICK_S, next_poll - time.monotonic()))):
@@ -858,7 +876,7 @@ class BatchJob:
             if b.status == "ended":
                 if b.provisional and not self._check_provisional(b):
                     continue
-                self._status = "fetching"
+                self._transition(JobStatus.FETCHING)
                 self._display.update(self.snapshot())
                 self._download(b)
 
@@ -1090,7 +1108,7 @@ def run(
             poll=p.poll,
         )
         job._future.set_result(job._build())
-        job._status = "ended"
+        job._transition(JobStatus.ENDED)
         return job.result() if wait else job
 
     client = resolve_client(client)

@@ -6,6 +6,7 @@ content hash of the exact request) possible. It never stores the API key.
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import secrets
 import sqlite3
@@ -33,6 +34,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "BatchRecord",
     "JobRecord",
+    "JobStatus",
     "Journal",
     "SubmissionRecord",
     "default_home",
@@ -208,6 +210,36 @@ ROW_COUNT_KINDS = (
     "skipped",
     "cached",
 )
+
+
+class JobStatus(str, enum.Enum):
+    """A job's status, in memory (``BatchJob.status``) and in the journal (same strings)."""
+
+    CREATED = "created"  # recorded, nothing sent yet
+    PREPARING = "preparing"
+    SUBMITTING = "submitting"
+    IN_PROGRESS = "in_progress"
+    CANCELING = "canceling"
+    FETCHING = "fetching"
+    ENDED = "ended"
+    CANCELED = "canceled"
+    FAILED = "failed"  # stopped before anything was sent
+    INTERRUPTED = "interrupted"  # stopped with batches at the API: a re-run re-attaches
+    ABANDONED = "abandoned"
+
+    @property
+    def final(self) -> bool:
+        """A status a running worker never leaves (only a retry starts a new round)."""
+        return self in _FINAL
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+_FINAL = frozenset({JobStatus.ENDED, JobStatus.CANCELED, JobStatus.FAILED, JobStatus.INTERRUPTED})
 
 # Jobs in these states are never re-attached to by a re-run.
 INACTIVE_STATUSES = ("failed", "abandoned")
@@ -612,7 +644,7 @@ class Journal:
         with self._write() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ?",
-                (status, _now(), job_id),
+                (str(status), _now(), job_id),
             )
             if cur.rowcount == 0:
                 raise JobNotFoundError(

@@ -1,0 +1,72 @@
+"""One JobStatus, changed in one locked place: a late cancel() cannot undo "ended"."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+from claude_lab.emulator import Emulator
+from claude_lab.journal import JobStatus, open_journal
+from claude_lab.progress import Snapshot
+
+SUM = "What is {a} + {b}? Answer with a single number."
+FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}
+
+
+def _until(cond: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+class _HeldClose:
+    """A display whose final render waits on a gate: the worker has set the final status
+    and not yet resolved the job's future, the window a cancel() once raced into."""
+
+    def __init__(self) -> None:
+        self.closing = threading.Event()
+        self.gate = threading.Event()
+
+    def update(self, snap: Snapshot) -> None:
+        pass
+
+    def close(self, snap: Snapshot) -> None:
+        self.closing.set()
+        assert self.gate.wait(30)
+
+
+def test_cancel_right_after_the_worker_ends_keeps_ended(emu: Emulator) -> None:
+    df = pd.DataFrame({"a": [1, 2, 3], "b": [4, 5, 6]})
+    job = df.claude.batch(SUM, client=emu.client(), wait=False, **FAST)
+    held = _HeldClose()
+    job._display = held  # the batch cannot end before the clock moves, so this is in time
+    _until(lambda: len(job.batch_ids) == 1)  # created at the emulator's current time
+    emu.clock.advance(3600)
+    assert held.closing.wait(30)
+    assert job.status == JobStatus.ENDED and not job.done()
+
+    job.cancel()  # between "ended" and the future resolving
+    assert job.status == "ended"
+    held.gate.set()
+    out = job.result()
+    assert job.status is JobStatus.ENDED
+    assert (out["claude_status"] == "succeeded").all()
+    assert open_journal().get_job(job.id).status == "ended"  # a re-run re-attaches
+
+
+def test_status_is_a_str_shared_with_the_journal(emu: Emulator) -> None:
+    job = pd.DataFrame({"a": [1], "b": [2]}).claude.batch(
+        SUM, client=emu.client(), wait=False, **FAST
+    )
+    job.cancel()
+    _until(lambda: job.request_counts["canceled"] == 1 or job.done())
+    emu.clock.advance(3600)
+    job.result()
+    assert job.status is JobStatus.CANCELED
+    assert f"{job.status}" == str(job.status) == "canceled"
+    assert open_journal().get_job(job.id).status == JobStatus.CANCELED
