@@ -209,17 +209,43 @@ def test_a_create_that_was_never_journaled_is_adopted_not_repeated(emu: Emulator
     assert (out["claude_status"] == "succeeded").all()
 
 
+def _interrupt_once_waiting() -> threading.Thread:
+    """Ctrl-C the main thread once it is inside BatchJob.wait: the moment a user would press
+    it, found from the thread's stack rather than guessed with a timer."""
+    main = threading.main_thread().ident
+    assert main is not None
+    job_py = os.path.join("claude_lab", "job.py")
+
+    def waiting() -> bool:
+        frame = sys._current_frames().get(main)
+        while frame is not None:
+            code = frame.f_code
+            if code.co_name == "wait" and code.co_filename.endswith(job_py):
+                return True
+            frame = frame.f_back
+        return False
+
+    def fire() -> None:
+        _until(waiting, timeout=30)
+        _thread.interrupt_main()
+
+    thread = threading.Thread(target=fire, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_interrupt_stops_waiting_not_the_batch(
     emu: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     df = _frame(12)
-    timer = threading.Timer(0.5, _thread.interrupt_main)
-    timer.start()
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT is not Python's here (e.g. ignored by a background shell)")
+    interrupter = _interrupt_once_waiting()
     try:
         with pytest.raises(KeyboardInterrupt):
             df.claude.batch(SUM, client=emu.client(), **FAST)
     finally:
-        timer.cancel()
+        interrupter.join(timeout=30)
     hint = capsys.readouterr().err
     assert "claude_lab.attach(" in hint and "nothing is lost" in hint
     job_id = hint.split("claude_lab.attach('")[1].split("'")[0]
