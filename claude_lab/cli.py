@@ -141,7 +141,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     job = job_mod.attach(rec.job_id, progress="console" if sys.stderr.isatty() else None)
     df = job.result()
-    status = df[f"{rec.name}_status"].value_counts().to_dict()
+    status = df.attrs["claude_lab"]["status_counts"]  # every model's, for a multi-model job
     print(f"job {rec.job_id} {job.status}: {status}")
     return 0
 
@@ -152,7 +152,7 @@ def _results(rec: JobRecord, out: str, *, with_input: bool) -> int:
 
     df, rec = load_result(rec.job_id, with_input=with_input)
     export(df, out)
-    status = df[f"{rec.name}_status"].value_counts().to_dict()
+    status = df.attrs["claude_lab"]["status_counts"]  # every model's, for a multi-model job
     print(f"Wrote {len(df)} rows and {df.shape[1]} columns to {out} ({status})")
     if rec.status not in ("ended", "canceled"):
         print(

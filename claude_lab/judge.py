@@ -37,7 +37,8 @@ def judge(
 ) -> pd.DataFrame:
     """Grade every reply of run ``name`` with ``model``; see the module docstring.
 
-    Further options go to the judge's batch (``system``, ``client``, ``progress``,
+    The rubric reads the table's columns, except ``reply`` and ``reference``, which
+    are the graded reply and the reference. Further options go to the judge's batch (``system``, ``client``, ``progress``,
     ``cache``, ``poll_interval``, ``prices``, ...). Rows with no reply are not sent
     (their judge status is ``skipped``) and their score is NA.
     """
@@ -52,6 +53,11 @@ def judge(
         raise InputError(
             "rubric= must be a template with {reply} (the reply being graded); "
             "see claude_lab.scoring.JUDGE_RUBRIC."
+        )
+    if reference is None and "{reference}" in rubric:
+        raise InputError(
+            "The rubric uses {reference}: pass reference='COLUMN' (the reference answers), "
+            "or a rubric without {reference}."
         )
     if options.get("wait") is False:
         raise InputError('score(table, "judge") waits for its verdicts; drop wait=False.')

@@ -64,6 +64,8 @@ def test_judge_needs_a_model_and_a_reply_slot(fast: Emulator) -> None:
     t = pd.DataFrame({"claude_text": ["1"], "claude_status": ["succeeded"], "answer": ["1"]})
     with pytest.raises(InputError, match="needs model="):
         claude_lab.score(t, "judge", reference="answer", client=fast.client())
+    with pytest.raises(InputError, match="pass reference="):
+        claude_lab.score(t, "judge", model="claude-haiku-4-5", client=fast.client())
     with pytest.raises(InputError, match="reply"):
         claude_lab.score(t, "judge", rubric="Grade {answer}", model="claude-haiku-4-5")
     assert fast.count(*CREATE) == 0

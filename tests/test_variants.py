@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -112,3 +113,16 @@ def test_attach_rebuilds_the_model_blocks(fast: Emulator) -> None:
     assert fast.count(*CREATE) == 1
     with pytest.raises(InputError, match=r"frame has 3 rows but job .* was run on 4"):
         claude_lab.attach(out.attrs["claude_lab"]["job_id"], client=fast.client(), frame=df[:3])
+
+
+def test_cli_results_exports_every_model_offline(
+    fast: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from claude_lab.cli import main
+
+    out = _frame().claude.batch(SUM, model=MODELS, client=fast.client(), **FAST)
+    path = tmp_path / "both.csv"
+    assert main(["results", out.attrs["claude_lab"]["job_id"], "--out", str(path)]) == 0
+    assert "{'succeeded': 6, 'skipped': 2}" in capsys.readouterr().out
+    table = pd.read_csv(path)
+    assert len(table) == 4 and {"a", "haiku_4_5_text", "sonnet_4_5_text"} <= set(table.columns)
