@@ -38,9 +38,10 @@ def judge(
     """Grade every reply of run ``name`` with ``model``; see the module docstring.
 
     The rubric reads the table's columns, except ``reply`` and ``reference``, which
-    are the graded reply and the reference. Further options go to the judge's batch (``system``, ``client``, ``progress``,
-    ``cache``, ``poll_interval``, ``prices``, ...). Rows with no reply are not sent
-    (their judge status is ``skipped``) and their score is NA.
+    are the graded reply and the reference. Further options go to the judge's batch
+    (``system``, ``client``, ``progress``, ``cache``, ``poll_interval``, ``prices``,
+    ...). Rows with no reply are not sent (their judge status is ``skipped``) and
+    their score is NA.
     """
     from claude_lab import job as job_mod
 
