@@ -99,8 +99,9 @@ def _numeric(
     ok = ((got - want).abs() <= tolerance).astype("Float64")
     # A reply with no number at all is wrong, not unscored.
     ok = ok.mask(got.isna() & want.notna(), 0.0)
-    note = got.astype("string").fillna("no number")
-    return ok, note
+    # "1018", not "1018.0": the number as a reader would write it.
+    note = got.astype(object).map(lambda v: format(v, ".15g"), na_action="ignore")
+    return ok, note.astype("string").fillna("no number")
 
 
 def _contains(reply: pd.Series, ref: pd.Series | None, **_: Any) -> tuple[pd.Series, pd.Series]:

@@ -166,7 +166,10 @@ def summarize(
         if (c := _col(table, name, s)) is not None
     }
     if keys:
-        codes, uniques = pd.MultiIndex.from_frame(table[keys]).factorize(sort=True)
+        # Rows with a missing group value form their own group rather than vanishing.
+        codes, uniques = pd.MultiIndex.from_frame(
+            table[keys].astype(object).where(table[keys].notna(), "<NA>")
+        ).factorize(sort=True)
         groups = [(tuple(u) if len(keys) > 1 else u[0], codes == k) for k, u in enumerate(uniques)]
     else:
         groups = [("all", np.ones(len(table), dtype=bool))]

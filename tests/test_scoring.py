@@ -39,7 +39,7 @@ def test_numeric_first_number_with_tolerance_and_notes() -> None:
     )
     out = claude_lab.score(t, "numeric", reference="answer")
     assert _scores(out) == [1.0, 0.0, 0.0, 0.0, None, None]
-    assert out["claude_score_note"].tolist()[:4] == ["1018.0", "42.0", "3.14", "no number"]
+    assert out["claude_score_note"].tolist()[:4] == ["1018", "42", "3.14", "no number"]
     assert out["claude_score_note"].iloc[4] == "no reply: errored"
     assert out["claude_score_note"].iloc[5] == "no reply: skipped"
     loose = claude_lab.score(t, "numeric", reference="answer", tolerance=1.0)

@@ -99,6 +99,9 @@ def test_summarize_overall_and_by_group() -> None:
     assert g.loc["a", "method"] == "wilson"
     lo, hi = wilson_ci(2, 3)
     assert (g.loc["a", "ci_low"], g.loc["a", "ci_high"]) == (float(lo), float(hi))
+    t.loc[5, "kind"] = None  # a row with no group is counted in a group of its own
+    g = claude_lab.summarize(t, by="kind")
+    assert g["rows"].sum() == 6 and g.loc["<NA>", "rows"] == 1
 
 
 def test_summarize_clusters_and_errors() -> None:
