@@ -21,7 +21,7 @@ import pandas as pd
 
 from claude_lab.errors import InputError
 
-__all__ = ["JUDGE_RUBRIC", "SCORERS", "Verdict", "score"]
+__all__ = ["JUDGE_RUBRIC", "SCORERS", "Verdict", "answered", "score"]
 
 #: The default rubric of ``score(table, "judge")``: ``{reply}`` and ``{reference}``
 #: are filled from the table; any other ``{column}`` of the table may be used too.
@@ -108,8 +108,9 @@ def _contains(reply: pd.Series, ref: pd.Series | None, **_: Any) -> tuple[pd.Ser
     ref = _needs_reference("contains", ref)
     text = _normalize(reply)
     want = _normalize(ref)
+    # Whole words after normalising: "4" is not in "14", "paris" is in "it is paris france".
     hits = [
-        (w in t) if isinstance(t, str) and isinstance(w, str) else None
+        (f" {w} " in f" {t} ") if isinstance(t, str) and isinstance(w, str) else None
         for t, w in zip(text.tolist(), want.tolist())
     ]
     ok = pd.array([np.nan if h is None else float(h) for h in hits], dtype="Float64")
@@ -267,7 +268,8 @@ def score(
 
     ``scorer``: ``"exact"``, ``"normalized"`` (case, whitespace and punctuation
     ignored), ``"numeric"`` (first number, ``tolerance=``), ``"contains"`` (the
-    reference appears in the reply), ``"choice"`` (A/B/C/D-style answers),
+    reference appears in the reply as whole words, after normalizing), ``"choice"``
+    (A/B/C/D-style answers),
     ``"regex"`` (``pattern=``; its first group, or the match, is compared with the
     reference, or without a reference a match passes), ``"json"`` (``field=`` of a
     JSON reply), ``"judge"`` (a model grades each reply: see :func:`judge`), or any

@@ -50,8 +50,8 @@ def test_numeric_first_number_with_tolerance_and_notes() -> None:
 
 
 def test_contains_choice_regex_json() -> None:
-    t = _table(["It is Paris, France", "Rome", None], ["paris", "Paris", "x"])
-    assert _scores(claude_lab.score(t, "contains", reference="answer")) == [1.0, 0.0, None]
+    t = _table(["It is Paris, France", "Rome", "It is 14.", None], ["paris", "Paris", 4, "x"])
+    assert _scores(claude_lab.score(t, "contains", reference="answer")) == [1, 0, 0, None]
 
     c = _table(["The answer is (B).", "C) because...", "I think answer: d", "none"], list("BCDA"))
     out = claude_lab.score(c, "choice", reference="answer")
