@@ -38,8 +38,9 @@ class ClaudeAccessor:
         (``"skip"``, ``"raise"``, ``"empty"``), ``wait`` (True returns the table,
         False a :class:`BatchJob` at once), ``progress`` (``"auto"``, ``"widget"``,
         ``"console"``, None), ``client`` (an ``anthropic.Anthropic``), ``cache``
-        (answer identical past requests from the journal, True), ``poll_interval``
-        and ``prices``.
+        (answer identical past requests from the journal, True), ``poll_interval``,
+        ``prices`` and ``max_queued`` (requests of this job in the API's batch queue
+        at once, 100,000; a bigger job is sent in waves as earlier batches finish).
 
         ``model=[...]`` runs several models in one job (a column block per model,
         prefixed from the model id or by ``names=[...]``); ``epochs=k`` sends each

@@ -39,6 +39,7 @@ from claude_lab._version import __version__
 from claude_lab.errors import ConfigError, InputError, JobError, NotReadyError
 from claude_lab.journal import JobStatus
 from claude_lab.plan import (
+    DEFAULT_MAX_QUEUED,
     clashing_columns,
     now_iso,
     plan,
@@ -177,6 +178,11 @@ class BatchJob:
         self._settle_at = 0.0  # when lost creates may next be settled (API calls: throttled)
         self._settle_every = poll[0]
         self._said: set[int] = set()  # lost submissions already explained in the log
+        # Queue-aware submission: the next wave (requests, retry basis) and, after the API
+        # refused a create (429: its batch queue is full), when to try again.
+        self._later: tuple[np.ndarray, set[str] | None] | None = None
+        self._queue_refusals = 0
+        self._queue_retry_at: float | None = None
         # Raised as warnings in the thread that asks for the result, not the worker's.
         self._warnings: list[str] = []
 
@@ -502,6 +508,10 @@ class BatchJob:
         """Claim and send what no batch carries; False if there was nothing to claim."""
         if self._canceled:
             return False
+        if self._later is not None:  # the next wave
+            (todo, again), self._later = self._later, None
+            self._submit(todo, again)
+            return True
         todo = self._uncarried()
         if not len(todo):
             return False
@@ -720,6 +730,11 @@ class BatchJob:
         """
         if self._canceled or not len(todo):
             return
+        limit = self._config.get("max_queued")
+        if limit is not None and len(todo) > limit:
+            # At most ``max_queued`` requests of this job wait in the API's queue at once:
+            # the rest is the next wave, sent when these batches are done.
+            todo, self._later = todo[:limit], (todo[limit:], again)
         self._transition(JobStatus.SUBMITTING)
         self._display.update(self.snapshot())
         params = self._request_params()
@@ -751,6 +766,14 @@ class BatchJob:
                     # Settled from the evidence by _follow; until then nothing is resent.
                     self._jnl.mark_lost(sub)
                     continue
+                except anthropic.RateLimitError as exc:
+                    # Refused, so nothing was created: give the wave's unsent requests back
+                    # and send them again when the queue has room.
+                    for left in subs[k:]:
+                        self._jnl.abandon_submission(left)
+                    self._defer(np.concatenate([ch.uids for ch in chunks[k:]]), again, exc)
+                    return
+                self._queue_refusals, self._queue_retry_at = 0, None
                 self._jnl.finish_submission(
                     sub, batch.id, _iso(batch.created_at), _iso(batch.expires_at)
                 )
@@ -761,6 +784,33 @@ class BatchJob:
             if canceled:  # Cancel was pressed while this batch was being created
                 self._cancel_batches()
             self._display.update(self.snapshot())
+
+    def _defer(self, uids: np.ndarray, again: set[str] | None, exc: anthropic.APIError) -> None:
+        """Put refused requests back in front of the next wave, to be tried again later
+        (sooner if this job's own batches finish and free room in the queue)."""
+        if self._later is not None:
+            uids = np.concatenate([uids, self._later[0]])
+        self._later = (uids, again)
+        self._queue_refusals += 1
+        first, ceiling = self._poll
+        delay = min(ceiling, first * 2.0 ** min(self._queue_refusals, 30))
+        self._queue_retry_at = time.monotonic() + delay
+        if self._queue_refusals == 1:
+            message = (
+                f"Job {self.id}: the API refused a batch create with 429 rate_limit_error "
+                f"({getattr(exc, 'message', exc)}). The organisation's batch queue is "
+                f"probably full. {len(uids)} request(s) wait and are sent as queued batches "
+                "finish; nothing is lost or sent twice. To queue less at once, pass "
+                "max_queued= (requests per job in the queue)."
+            )
+            _log.warning("%s", message)
+            with self._lock:
+                self._warnings.append(message)
+
+    def _queue_wait(self) -> bool:
+        """True while a refused wave waits before its next try."""
+        at = self._queue_retry_at
+        return at is not None and time.monotonic() < at
 
     def _follow(self) -> None:
         """Poll until every batch has ended and its results are fetched, and no create
@@ -798,7 +848,9 @@ class BatchJob:
                 if pending:
                     next_poll = 0.0
                     continue
-                if not live:  # else another worker is creating a batch for this job: wait
+                if not live and self._queue_wait():
+                    pass  # the API's batch queue was full: wait below, then send the wave
+                elif not live:  # else another worker is creating a batch for this job: wait
                     if self._submit_uncarried():
                         next_poll = 0.0
                         continue
@@ -1274,6 +1326,7 @@ def _from_record(
         "created_at": rec.created_at,
         "endpoint": rec.endpoint,
         "estimated_cost_usd": None,
+        "max_queued": DEFAULT_MAX_QUEUED,
     }
     if rec.meta.get("variants"):
         config["variants"] = rec.meta["variants"]

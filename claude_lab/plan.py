@@ -25,6 +25,7 @@ from claude_lab import pricing, progress, requests, results, templates, variants
 from claude_lab.errors import InputError
 
 __all__ = [
+    "DEFAULT_MAX_QUEUED",
     "Plan",
     "build_params",
     "check_options",
@@ -151,6 +152,13 @@ class Plan:
     make_display: Callable[[Callable[[], None] | None], progress.Display]
 
 
+# Requests of one job allowed in the API's batch queue at once. The organisation's
+# queue holds about 200k requests at the lowest tier (300k, 500k above), shared by
+# all its jobs: 100k (one full batch) leaves room for others on every tier, and a
+# bigger job goes in waves of it instead of being refused with 429.
+DEFAULT_MAX_QUEUED = 100_000
+
+
 def plan(
     df: pd.DataFrame,
     prompt: templates.PromptArg,
@@ -178,6 +186,7 @@ def plan(
     poll_interval: float | tuple[float, float] = (1.0, 30.0),
     prices: Mapping[str, tuple[float, float]] | None = None,
     overwrite: bool = False,
+    max_queued: int | None = DEFAULT_MAX_QUEUED,
 ) -> Plan:
     """Check every argument and template, render and encode every row; send nothing."""
     if not isinstance(df, pd.DataFrame):
@@ -195,6 +204,13 @@ def plan(
             raise InputError(f"parse={parse!r} is not a valid regular expression: {exc}.") from None
     if not isinstance(overwrite, bool):
         raise InputError(f"overwrite must be True or False, got {overwrite!r}.")
+    if max_queued is not None and (
+        not isinstance(max_queued, int) or isinstance(max_queued, bool) or max_queued < 1
+    ):
+        raise InputError(
+            f"max_queued={max_queued!r}: pass a whole number of requests >= 1 (how many of "
+            "this job's requests may wait in the API's batch queue at once), or None."
+        )
     try:
         pricing.validate_prices(prices)
     except ValueError as exc:
@@ -256,6 +272,7 @@ def plan(
         "created_at": now_iso(),
         "estimated_cost_usd": None,
         "endpoint": None,
+        "max_queued": max_queued,
     }
     if vs is not None:
         config["variants"] = vs

@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         help='fault switches as JSON, e.g. \'{"error_rate": 0.1, "rate_limit": 2}\'',
     )
     parser.add_argument(
+        "--queue-limit",
+        type=int,
+        default=None,
+        help="the organisation's batch queue limit in requests (429 over it; default none)",
+    )
+    parser.add_argument(
         "--counts",
         choices=("end", "incremental"),
         default="end",
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         faults=args.faults,
     )
+    emulator.queue_limit = args.queue_limit
     try:
         emulator.start()
     except OSError as exc:

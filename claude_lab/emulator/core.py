@@ -9,6 +9,7 @@ read; rows are answered lazily (in the order they finish) and cached as bytes.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import fnmatch
 import hashlib
 import heapq
@@ -500,6 +501,9 @@ class Core:
         self._messages = 0
         self.foreign: set[str] = set()  # ids of batches made by simulated other users
         self._others_armed: list[tuple[str, int]] = []  # (when, size) of the create in hand
+        # The organisation's batch queue limit (requests not yet processed, over all of
+        # its batches); None = unlimited. Over it, a create is refused with 429.
+        self.queue_limit: int | None = None
 
     # --- the request log ------------------------------------------------------------------
 
@@ -726,7 +730,12 @@ class Core:
             custom_ids, params = _validate_batch(data)
         except _Invalid as exc:
             return _error(400, exc.message, request_id)
-        batch = self._register(custom_ids, params)
+        # Under the lock, so two creates at once cannot both fit the last of the room.
+        with self._lock if self.queue_limit is not None else contextlib.nullcontext():
+            refused = self._queue_refusal(len(custom_ids), request_id)
+            if refused is not None:
+                return refused
+            batch = self._register(custom_ids, params)
         with self._lock:
             lost = self.faults.drop_after_create > 0
             if lost:
@@ -738,6 +747,38 @@ class Core:
             assert isinstance(blob, bytes)
             return Response(200, response.headers, _chunks(blob, True), length=len(blob))
         return response
+
+    # --- the organisation's batch queue ------------------------------------------------------
+
+    def queued(self) -> int:
+        """Requests waiting in the organisation's batch queue now (not yet processed)."""
+        now = self.clock.now()
+        with self._lock:
+            batches = [self._batches[b] for b in self._order]
+        total = 0
+        for batch in batches:
+            off = now - batch.created
+            end, _ = batch.end_offset()
+            if off < end:
+                total += batch.n - bisect.bisect_right(batch.sorted_finish, off)
+        return total
+
+    def _queue_refusal(self, count: int, request_id: str) -> Response | None:
+        limit = self.queue_limit
+        if limit is None:
+            return None
+        queued = self.queued()
+        if queued + count <= limit:
+            return None
+        return _error(
+            429,
+            f"Your organization's Message Batches queue is full: {queued} requests are queued "
+            f"and this batch adds {count}, over the limit of {limit}. Wait for queued batches "
+            "to finish, or send fewer requests at once.",
+            request_id,
+            error_type="rate_limit_error",
+            extra=[("retry-after-ms", "10")],
+        )
 
     def _register(self, custom_ids: list[str], params: list[dict[str, Any]]) -> _Batch:
         """Make a batch of validated requests: its schedule, its faults, its id."""

@@ -262,6 +262,16 @@ class Emulator:
         return self.core.wait_count(method, path, n, timeout)
 
     @property
+    def queue_limit(self) -> int | None:
+        """The organisation's batch queue limit in requests (None = unlimited): a create
+        that would queue more is refused with 429 ``rate_limit_error``, as the API does."""
+        return self.core.queue_limit
+
+    @queue_limit.setter
+    def queue_limit(self, value: int | None) -> None:
+        self.core.queue_limit = None if value is None else int(value)
+
+    @property
     def faults(self) -> Faults:
         return self.core.faults
 
