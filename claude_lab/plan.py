@@ -239,6 +239,12 @@ def plan(
         clashes += [c for c in clashing_columns(df, prefix, output) if c not in clashes]
     if vs is not None and epochs > 1 and variants.EPOCH_COLUMN in df.columns:
         clashes.append(variants.EPOCH_COLUMN)
+    if clashes and not overwrite and vs is not None:
+        raise InputError(
+            f"The DataFrame already has the result column(s) {clashes} that this call would "
+            "write, e.g. from an earlier run. Pass names=[...] (one new prefix per model) to "
+            "keep both, or overwrite=True to replace them."
+        )
     if clashes and not overwrite:
         raise InputError(
             f"The DataFrame already has the result column(s) {clashes} that this call would "

@@ -88,6 +88,8 @@ def test_bad_multi_model_arguments_fail_before_sending(fast: Emulator) -> None:
         df.claude.batch(SUM, model=MODELS, epochs=0, client=fast.client(), **FAST)
     with pytest.raises(InputError, match="distinct prefix"):
         df.claude.batch(SUM, model=MODELS, names=["x", "x"], client=fast.client(), **FAST)
+    with pytest.raises(InputError, match=r"Pass names=\[...\]"):
+        df.assign(sonnet_4_5_text="x").claude.batch(SUM, model=MODELS, client=fast.client())
     with pytest.raises(InputError, match="epoch"):
         df.assign(epoch=1).claude.batch(SUM, model=MODELS, epochs=2, client=fast.client(), **FAST)
     assert fast.count(*CREATE) == 0
