@@ -52,9 +52,11 @@ def test_cluster_interval_is_clipped_to_scores_range() -> None:
 
 
 def test_wilson_coverage_is_near_95_percent() -> None:
+    # Wilson's coverage oscillates with p at a fixed n; averaged over p it is near 95%.
     rng = np.random.default_rng(11)
-    p, n, reps = 0.3, 80, 4000
-    k = rng.binomial(n, p, size=reps)
+    n, reps = 80, 4000
+    p = rng.uniform(0.1, 0.9, size=reps)
+    k = rng.binomial(n, p)
     lo, hi = wilson_ci(k, n)
     coverage = np.mean((lo <= p) & (p <= hi))
     assert 0.93 <= coverage <= 0.97
