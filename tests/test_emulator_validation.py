@@ -163,31 +163,39 @@ def test_duplicate_custom_id_names_both_indexes(emu: Emulator) -> None:
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        ({"model": None}, "requests.0.params.model: Field required"),
-        ({"max_tokens": None}, "requests.0.params.max_tokens: Field required"),
-        ({"messages": None}, "requests.0.params.messages: Field required"),
+        ({"model": None}, "requests.1.params.model: Field required"),
+        ({"max_tokens": None}, "requests.1.params.max_tokens: Field required"),
+        ({"messages": None}, "requests.1.params.messages: Field required"),
         (
             {"max_tokens": 0},
-            "requests.0.params.max_tokens: Input should be greater than or equal to 1",
+            "requests.1.params.max_tokens: Input should be greater than or equal to 1",
         ),
         ({"max_tokens": "10"}, "max_tokens: Input should be a valid integer"),
         ({"messages": []}, "messages: at least one message"),
         ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
         ({"messages": [{"role": "user"}]}, "messages.0.content: Field required"),
-        ({"stream": True}, "requests.0.params.stream"),
+        ({"stream": True}, "requests.1.params.stream"),
         ({"temperature": 3}, "temperature"),
         ({"thinking": {"type": "enabled", "budget_tokens": 100}}, "budget_tokens"),
     ],
 )
-def test_bad_params_fail_the_whole_create(
+def test_bad_params_are_an_errored_row_not_a_failed_create(
     emu: Emulator, overrides: dict[str, Any], needle: str
 ) -> None:
-    message = assert_error(
-        call(emu, "POST", "/v1/messages/batches", batch(2, **overrides)),
-        400,
-        "invalid_request_error",
-    )
-    assert needle in message
+    # The API validates batch params asynchronously: the batch is accepted, the bad
+    # request comes back errored with the API's message, the others succeed.
+    body = batch(3)
+    body["requests"][1]["params"] = params(**overrides)
+    status, _, created = call(emu, "POST", "/v1/messages/batches", body)
+    assert status == 200 and created["type"] == "message_batch"
+    emu.clock.advance(60)
+    client = emu.client(_strict_response_validation=True)
+    rows = {r.custom_id: r.result for r in client.messages.batches.results(created["id"])}
+    assert rows["r0"].type == rows["r2"].type == "succeeded"
+    bad = rows["r1"]
+    assert bad.type == "errored"
+    assert bad.error.error.type == "invalid_request_error"
+    assert needle in bad.error.error.message
 
 
 def test_sdk_raises_bad_request_for_validation_errors(emu: Emulator) -> None:

@@ -27,7 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from claude_lab.emulator import standins
+from claude_lab.emulator import standins, versions
+from claude_lab.emulator.catalogue import Catalogue
 from claude_lab.emulator.clock import Clock, rfc3339
 from claude_lab.emulator.gates import Gate
 from claude_lab.emulator.responder import (
@@ -71,6 +72,8 @@ ROUTES = (
     "results",
     "messages",
     "count_tokens",
+    "models",
+    "model",
 )
 
 _STATUS_TYPES = {
@@ -272,9 +275,19 @@ def _check_content(content: Any, where: str) -> None:
 
 
 def validate_params(
-    params: Any, prefix: str = "", *, batch: bool = False, count_tokens: bool = False
+    params: Any,
+    prefix: str = "",
+    *,
+    batch: bool = False,
+    count_tokens: bool = False,
+    version: str | None = None,
 ) -> None:
-    """Raise ``_Invalid`` with the API's kind of message when ``params`` cannot be accepted."""
+    """Raise ``_Invalid`` with the API's kind of message when ``params`` cannot be accepted.
+
+    ``version`` is the request's ``anthropic-version``; 2026-10-21 and later add the
+    rules of :mod:`claude_lab.emulator.versions` (None: the permissive 2023-06-01 rules).
+    """
+    current = versions.is_current(version)
     if not isinstance(params, dict):
         raise _Invalid(f"{prefix or 'body'}: Input should be a valid dictionary")
     model = params.get("model")
@@ -288,7 +301,8 @@ def validate_params(
         max_tokens = params["max_tokens"]
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
             raise _Invalid(f"{_at(prefix, 'max_tokens')}: Input should be a valid integer")
-        if max_tokens < 1:
+        # 2026-10-21: max_tokens 0 pre-warms the prompt cache (refused in a batch, below).
+        if max_tokens < (0 if current else 1):
             raise _Invalid(
                 f"{_at(prefix, 'max_tokens')}: Input should be greater than or equal to 1"
             )
@@ -318,11 +332,11 @@ def validate_params(
         raise _Invalid(
             f"{_at(prefix, 'stream')}: streaming is not supported for requests in a Message Batch"
         )
-    temperature = params.get("temperature")
-    if temperature is not None and (
-        not isinstance(temperature, int | float) or not 0 <= temperature <= 1
-    ):
-        raise _Invalid(f"{_at(prefix, 'temperature')}: Input should be a number between 0 and 1")
+    if current:
+        problem = versions.version_problem(params, prefix, version=str(version), batch=batch)
+        if problem is not None:
+            raise _Invalid(problem)
+    _check_sampling(params, prefix)
     stops = params.get("stop_sequences")
     if stops is not None and (
         not isinstance(stops, list) or not all(isinstance(s, str) for s in stops)
@@ -347,6 +361,21 @@ def validate_params(
             raise _Invalid(
                 f"{_at(prefix, 'max_tokens')}: must be greater than thinking.budget_tokens"
             )
+
+
+def _check_sampling(params: dict[str, Any], prefix: str) -> None:
+    """Ranges of the sampling parameters, where a version still accepts them."""
+    temperature = params.get("temperature")
+    if temperature is not None and (
+        not isinstance(temperature, int | float) or not 0 <= temperature <= 1
+    ):
+        raise _Invalid(f"{_at(prefix, 'temperature')}: Input should be a number between 0 and 1")
+    top_p = params.get("top_p")
+    if top_p is not None and (not isinstance(top_p, int | float) or not 0 <= top_p <= 1):
+        raise _Invalid(f"{_at(prefix, 'top_p')}: Input should be a number between 0 and 1")
+    top_k = params.get("top_k")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0):
+        raise _Invalid(f"{_at(prefix, 'top_k')}: Input should be an integer >= 0")
 
 
 # --- batches --------------------------------------------------------------------------------
@@ -384,6 +413,8 @@ class _Batch:
         self.lines: list[bytes | None] = [None] * len(finish)
         self.err_cum = [0]  # errored rows among the first k finished, for every k evaluated
         self.results_blob: bytes | None = None
+        self.invalid: dict[int, str] = {}  # row -> why its params were refused (errored line)
+        self.version: str | None = None  # the create's anthropic-version
 
     @property
     def n(self) -> int:
@@ -492,6 +523,7 @@ class Core:
         self.faults = Faults.coerce(faults)
         self.base_url = base_url.rstrip("/")
         self.prompt_cache = PromptCache()
+        self.catalogue = Catalogue()
         self._lock = threading.RLock()
         self._answered = threading.Condition(self._lock)  # notified as each request is logged
         self._batches: dict[str, _Batch] = {}
@@ -572,7 +604,8 @@ class Core:
         method = method.upper()
         parts = urlsplit(target)
         path = parts.path
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        # Repeated keys (``lifecycle[]=a&lifecycle[]=b``, the SDK's array form) are joined by ",".
+        query = {k: ",".join(v) for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         lower = {k.lower(): v for k, v in headers.items()}
         if path.startswith("/_emulator/"):
             return self._control(method, path, query, body)
@@ -591,6 +624,8 @@ class Core:
 
     def _route(self, method: str, path: str) -> tuple[str, str | None] | None:
         parts = path.rstrip("/").split("/")[1:]
+        if parts[:2] == ["v1", "models"] and method == "GET" and len(parts) <= 3:
+            return ("models", None) if len(parts) == 2 else ("model", parts[2])
         if parts[:2] != ["v1", "messages"]:
             return None
         rest = parts[2:]
@@ -639,15 +674,21 @@ class Core:
         if fault is not None:
             self._others_fire(name, after_create=True)
             return fault
+        version = headers.get("anthropic-version")
         if name == "create":
             self.faults._pass_create_gates()  # outside the lock: a held create blocks nothing else
-            return self._create_as_faulted(body, request_id)
+            return self._create_as_faulted(body, request_id, version)
         if name == "list":
             return self._list(query, request_id)
         if name == "messages":
-            return self._message(body, request_id)
+            return self._message(body, request_id, version)
         if name == "count_tokens":
-            return self._count_tokens(body, request_id)
+            return self._count_tokens(body, request_id, version)
+        if name == "models":
+            return self._models_list(query, request_id)
+        if name == "model":
+            assert batch_id is not None
+            return self._model_get(batch_id, request_id)
         assert batch_id is not None
         with self._lock:
             batch = self._batches.get(batch_id)
@@ -715,7 +756,7 @@ class Core:
 
     # --- create -------------------------------------------------------------------------
 
-    def _create(self, body: bytes, request_id: str) -> Response:
+    def _create(self, body: bytes, request_id: str, version: str | None = None) -> Response:
         if len(body) > MAX_BATCH_BYTES:
             return _error(
                 413, f"Request exceeds the maximum size of {MAX_BATCH_BYTES} bytes.", request_id
@@ -727,7 +768,7 @@ class Core:
                 400, f"There was an error parsing the body of your request: {exc}", request_id
             )
         try:
-            custom_ids, params = _validate_batch(data)
+            custom_ids, params, invalid = _validate_batch(data, version)
         except _Invalid as exc:
             return _error(400, exc.message, request_id)
         # Under the lock, so two creates at once cannot both fit the last of the room.
@@ -735,7 +776,7 @@ class Core:
             refused = self._queue_refusal(len(custom_ids), request_id)
             if refused is not None:
                 return refused
-            batch = self._register(custom_ids, params)
+            batch = self._register(custom_ids, params, invalid, version)
         with self._lock:
             lost = self.faults.drop_after_create > 0
             if lost:
@@ -780,8 +821,18 @@ class Core:
             extra=[("retry-after-ms", "10")],
         )
 
-    def _register(self, custom_ids: list[str], params: list[dict[str, Any]]) -> _Batch:
-        """Make a batch of validated requests: its schedule, its faults, its id."""
+    def _register(
+        self,
+        custom_ids: list[str],
+        params: list[dict[str, Any]],
+        invalid: dict[int, str] | None = None,
+        version: str | None = None,
+    ) -> _Batch:
+        """Make a batch of validated requests: its schedule, its faults, its id.
+
+        ``invalid``: rows whose params were refused (errored lines); ``version``: the
+        create's ``anthropic-version``, under which every row is answered.
+        """
         opts = self.options
         with self._lock:
             self._seq += 1
@@ -817,14 +868,18 @@ class Core:
             fault_errors=fault_errors,
             not_found_left=not_found,
         )
+        batch.invalid = invalid or {}
+        batch.version = version
         with self._lock:
             self._batches[batch_id] = batch
             self._order.append(batch_id)
         return batch
 
-    def _create_as_faulted(self, body: bytes, request_id: str) -> Response:
+    def _create_as_faulted(
+        self, body: bytes, request_id: str, version: str | None = None
+    ) -> Response:
         """A create, then the faults that lose its response after the batch exists."""
-        response = self._create(body, request_id)
+        response = self._create(body, request_id, version)
         self._others_fire("create", after_create=True)
         if response.status != 200:
             return response
@@ -914,15 +969,18 @@ class Core:
         # Unique per batch and row, deterministic, and cheap (no hashing on the hot path).
         request_id = f"req_{batch.id[-20:]}{i:08x}"
         fault = batch.fault_errors.get(i)
-        if fault is not None:
-            outcome: dict[str, Any] | RowError = RowError(fault, _FAULT_MESSAGES.get(fault, fault))
+        refused = batch.invalid.get(i) if batch.invalid else None
+        if refused is not None:
+            outcome: dict[str, Any] | RowError = RowError("invalid_request_error", refused)
+        elif fault is not None:
+            outcome = RowError(fault, _FAULT_MESSAGES.get(fault, fault))
         else:
             when = batch.created + batch.finish[i]
             msg_id = f"msg_{batch.id[-20:]}{i:08x}"
             # Stand-in responders draw per request, so repeated samples of a row differ.
             token = standins.CURRENT_CUSTOM_ID.set(custom_id)
             try:
-                outcome = self._answer(batch.params[i], msg_id, "batch", when)
+                outcome = self._answer(batch.params[i], msg_id, "batch", when, batch.version)
             finally:
                 standins.CURRENT_CUSTOM_ID.reset(token)
         if isinstance(outcome, RowError):
@@ -1120,12 +1178,19 @@ class Core:
     # --- messages ---------------------------------------------------------------------------
 
     def _answer(
-        self, params: dict[str, Any], msg_id: str, tier: str, when: float
+        self,
+        params: dict[str, Any],
+        msg_id: str,
+        tier: str,
+        when: float,
+        version: str | None = None,
     ) -> dict[str, Any] | RowError:
         """One Messages answer, or the API error it produces (per row in a batch)."""
-        model = params.get("model")
-        if not isinstance(model, str) or not model.startswith("claude-"):
-            return RowError("not_found_error", f"model: {model}")
+        refused = self._model_problem(params, version)
+        if refused is not None:
+            return refused
+        if params.get("max_tokens") == 0:  # cache pre-warming: no reply is generated
+            return self._prewarm(params, msg_id, tier, when)
         text: str | None = None
         overrides: dict[str, Any] | None = None
         if self.responder is not None:
@@ -1163,10 +1228,52 @@ class Core:
             message["usage"] = usage
         return message
 
-    def _message(self, body: bytes, request_id: str) -> Response:
+    def _model_problem(self, params: dict[str, Any], version: str | None) -> RowError | None:
+        """What the model catalogue refuses: unknown or retired model, limits, sampling."""
+        model = params.get("model")
+        record = self.catalogue.resolve(model) if isinstance(model, str) else None
+        if record is None or record["lifecycle"] == "retired":
+            why = "" if record is None else f" (retired on {record.get('retires_at')})"
+            return RowError("not_found_error", f"model: {model}{why}")
+        limit = record.get("max_tokens")
+        max_tokens = params.get("max_tokens")
+        if isinstance(limit, int) and isinstance(max_tokens, int) and max_tokens > limit:
+            return RowError(
+                "invalid_request_error",
+                f"max_tokens: {max_tokens} > {limit}, which is the maximum allowed number of "
+                f"output tokens for {model}",
+            )
+        if not versions.is_current(version) and not record.get("_sampling", True):
+            for key in versions.SAMPLING:
+                if key in params:
+                    return RowError(
+                        "invalid_request_error",
+                        f"{key}: is not supported by {model}; remove it.",
+                    )
+        window = record.get("max_input_tokens")
+        if isinstance(window, int):
+            tokens = count_input_tokens(params)
+            if tokens > window:
+                return RowError(
+                    "invalid_request_error",
+                    f"prompt is too long: {tokens} tokens > {window} maximum",
+                )
+        return None
+
+    def _prewarm(
+        self, params: dict[str, Any], msg_id: str, tier: str, when: float
+    ) -> dict[str, Any]:
+        """``max_tokens: 0``: the prompt cache is written, no content is generated."""
+        cache = self.prompt_cache.account(params, when)
+        message = build_message(params, msg_id=msg_id, service_tier=tier, cache=cache)
+        message.update(content=[], stop_reason="max_tokens", stop_sequence=None)
+        message["usage"]["output_tokens"] = 0
+        return message
+
+    def _message(self, body: bytes, request_id: str, version: str | None = None) -> Response:
         try:
             params = orjson.loads(body)
-            validate_params(params)
+            validate_params(params, version=version)
         except orjson.JSONDecodeError as exc:
             return _error(
                 400, f"There was an error parsing the body of your request: {exc}", request_id
@@ -1176,7 +1283,7 @@ class Core:
         with self._lock:
             self._messages += 1
             msg_id = "msg_emu" + _short(str(self.options.seed), str(self._messages), "n")
-        outcome = self._answer(params, msg_id, "standard", self.clock.now())
+        outcome = self._answer(params, msg_id, "standard", self.clock.now(), version)
         if isinstance(outcome, RowError):
             status = _TYPE_STATUS.get(outcome.type, 500)
             return _error(status, outcome.message, request_id, error_type=outcome.type)
@@ -1192,10 +1299,10 @@ class Core:
         except TypeError as exc:
             return _error(500, f"responder output is not JSON: {exc}", request_id)
 
-    def _count_tokens(self, body: bytes, request_id: str) -> Response:
+    def _count_tokens(self, body: bytes, request_id: str, version: str | None = None) -> Response:
         try:
             params = orjson.loads(body)
-            validate_params(params, count_tokens=True)
+            validate_params(params, count_tokens=True, version=version)
         except orjson.JSONDecodeError as exc:
             return _error(
                 400, f"There was an error parsing the body of your request: {exc}", request_id
@@ -1203,6 +1310,59 @@ class Core:
         except _Invalid as exc:
             return _error(400, exc.message, request_id)
         return _json(200, {"input_tokens": count_input_tokens(params)}, request_id)
+
+    # --- models ---------------------------------------------------------------------------
+
+    def _models_list(self, query: dict[str, str], request_id: str) -> Response:
+        """``GET /v1/models``: newest first, paged like batches; retired only when asked."""
+        try:
+            limit = int(query.get("limit", "20"))
+        except ValueError:
+            return _error(400, "limit: Input should be a valid integer", request_id)
+        if not 1 <= limit <= 1000:
+            return _error(400, "limit: Input should be between 1 and 1000", request_id)
+        after, before = query.get("after_id"), query.get("before_id")
+        if after and before:
+            return _error(400, "Provide only one of after_id and before_id.", request_id)
+        raw = query.get("lifecycle[]") or query.get("lifecycle") or "active,deprecated"
+        wanted = {x for x in raw.split(",") if x}
+        bad = sorted(wanted - {"active", "deprecated", "retired"})
+        if bad:
+            return _error(
+                400,
+                f"lifecycle: {bad} is not one of 'active', 'deprecated', 'retired'",
+                request_id,
+            )
+        records = self.catalogue.ordered(wanted)
+        ids = [r["id"] for r in records]
+        cursor = after or before
+        if cursor and cursor not in ids:
+            which = "after_id" if after else "before_id"
+            return _error(400, f"{which}: no model with id {cursor!r} in this list", request_id)
+        if after:
+            pos = ids.index(after) + 1
+            page, has_more = records[pos : pos + limit], pos + limit < len(ids)
+        elif before:
+            pos = ids.index(before)
+            start = max(0, pos - limit)
+            page, has_more = records[start:pos], start > 0
+        else:
+            page, has_more = records[:limit], limit < len(ids)
+        data = [Catalogue.public(r) for r in page]
+        payload = {
+            "data": data,
+            "has_more": has_more,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+        return _json(200, payload, request_id)
+
+    def _model_get(self, model_id: str, request_id: str) -> Response:
+        """``GET /v1/models/{id}``: an id or an alias; retired models stay in the record."""
+        record = self.catalogue.resolve(model_id)
+        if record is None:
+            return _error(404, f"model: {model_id}", request_id)
+        return _json(200, Catalogue.public(record), request_id)
 
 
 _FAULT_MESSAGES = {
@@ -1238,7 +1398,14 @@ def _position(ids: list[str], order: list[str], cursor: str, *, before: bool = F
     return newer
 
 
-def _validate_batch(data: Any) -> tuple[list[str], list[dict[str, Any]]]:
+def _validate_batch(
+    data: Any, version: str | None = None
+) -> tuple[list[str], list[dict[str, Any]], dict[int, str]]:
+    """Check the batch's structure (a failure fails the create) and each request's params.
+
+    Params are validated asynchronously by the API: a bad one is not a failed create
+    but an errored result line, so those messages come back by row index.
+    """
     if not isinstance(data, dict):
         raise _Invalid("body: Input should be a valid dictionary")
     if "requests" not in data:
@@ -1257,6 +1424,7 @@ def _validate_batch(data: Any) -> tuple[list[str], list[dict[str, Any]]]:
     seen: dict[str, int] = {}
     custom_ids: list[str] = []
     params_list: list[dict[str, Any]] = []
+    invalid: dict[int, str] = {}
     match = _CUSTOM_ID.fullmatch
     for i, item in enumerate(requests):
         if not isinstance(item, dict):
@@ -1281,10 +1449,15 @@ def _validate_batch(data: Any) -> tuple[list[str], list[dict[str, Any]]]:
         params = item.get("params")
         if params is None:
             raise _Invalid(f"requests.{i}.params: Field required")
-        validate_params(params, f"requests.{i}.params", batch=True)
+        if not isinstance(params, dict):
+            raise _Invalid(f"requests.{i}.params: Input should be a valid dictionary")
+        try:
+            validate_params(params, f"requests.{i}.params", batch=True, version=version)
+        except _Invalid as exc:
+            invalid[i] = exc.message
         custom_ids.append(custom_id)
         params_list.append(params)
-    return custom_ids, params_list
+    return custom_ids, params_list, invalid
 
 
 def _chunks(blob: bytes, drop: bool, size: int = 1 << 16) -> Iterator[bytes]:
