@@ -689,7 +689,7 @@ class BatchJob:
                     "/v1/messages/batches",
                     cast_to=anthropic.types.messages.MessageBatch,
                     content=body,
-                    options={"headers": {"Content-Type": "application/json"}},
+                    options={"headers": _create_headers(self._config)},
                 )
             except anthropic.APIStatusError as exc:
                 code = exc.status_code
@@ -995,6 +995,7 @@ class BatchJob:
             output=cfg.get("output"),
             parse=cfg.get("parse"),
             prices=cfg.get("prices"),
+            features=cfg.get("features"),
         )
         out = (
             # Under copy-on-write a shallow copy is safe and free; before it (pandas 2
@@ -1308,6 +1309,8 @@ def _from_record(
         )
     if frame is not None:
         schema = output if output is not None else rec.meta.get("output_schema")
+        if schema is None:
+            schema = (rec.meta.get("features") or {}).get("tool_schema")
         clashes = clashing_columns(frame, rec.name or "claude", schema)
         if clashes:
             raise InputError(
@@ -1330,6 +1333,8 @@ def _from_record(
     }
     if rec.meta.get("variants"):
         config["variants"] = rec.meta["variants"]
+    if rec.meta.get("features"):
+        config["features"] = rec.meta["features"]
     return BatchJob(
         client=client,
         journal=jnl,
@@ -1354,7 +1359,18 @@ def _post_processing(config: Mapping[str, Any]) -> dict[str, Any]:
         meta["output_schema"] = anthropic.transform_schema(config["output"])
     if config.get("variants"):
         meta["variants"] = config["variants"]
+    if config.get("features"):
+        meta["features"] = config["features"]
     return meta
+
+
+def _create_headers(config: Mapping[str, Any]) -> dict[str, str]:
+    """Headers of a batch create call: beta headers apply to the whole batch."""
+    headers = {"Content-Type": "application/json"}
+    betas = (config.get("features") or {}).get("betas")
+    if betas:
+        headers["anthropic-beta"] = ",".join(betas)
+    return headers
 
 
 def _variants_key(vs: Sequence[Mapping[str, Any]] | None) -> str:

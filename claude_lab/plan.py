@@ -21,7 +21,17 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from claude_lab import pricing, progress, requests, results, templates, variants
+from claude_lab import (
+    features,
+    media,
+    pricing,
+    progress,
+    requests,
+    results,
+    templates,
+    tooldefs,
+    variants,
+)
 from claude_lab.errors import InputError
 
 __all__ = [
@@ -66,6 +76,13 @@ def cost_ceiling(config: Mapping[str, Any], input_tokens: int, n: int) -> float 
     if pricing.resolve_price(model, prices) is None:
         return None
     max_out = int(config["params"].get("max_tokens", 0)) * n
+    ttl = (config.get("features") or {}).get("prompt_cache")
+    if ttl:
+        # Worst case: every request writes its prompt to the cache (rows run concurrently).
+        price = pricing.resolve_price(model, prices)
+        assert price is not None
+        rate = price.cache_write_1h_rate if ttl == "1h" else price.cache_write_rate
+        input_tokens = int(input_tokens * max(rate / price.input, 1.0))
     return pricing.estimate_cost(model, input_tokens, max_out, requests=max(n, 1), prices=prices)
 
 
@@ -172,9 +189,9 @@ def plan(
     top_p: float | None = None,
     top_k: int | None = None,
     stop_sequences: Sequence[str] | None = None,
-    thinking: Mapping[str, Any] | None = None,
-    tools: Sequence[Mapping[str, Any]] | None = None,
-    tool_choice: Mapping[str, Any] | None = None,
+    thinking: int | str | Mapping[str, Any] | None = None,
+    tools: Sequence[Any] | None = None,
+    tool_choice: str | Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     output: Any = None,
@@ -187,6 +204,10 @@ def plan(
     prices: Mapping[str, tuple[float, float]] | None = None,
     overwrite: bool = False,
     max_queued: int | None = DEFAULT_MAX_QUEUED,
+    images: str | Sequence[str] | None = None,
+    documents: str | Sequence[str] | None = None,
+    prompt_cache: str | None = None,
+    long_output: bool = False,
 ) -> Plan:
     """Check every argument and template, render and encode every row; send nothing."""
     if not isinstance(df, pd.DataFrame):
@@ -215,7 +236,9 @@ def plan(
         pricing.validate_prices(prices)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    _check_shapes(thinking=thinking, tool_choice=tool_choice, metadata=metadata, tools=tools)
+    tools = tooldefs.definitions(tools)
+    tool_choice = tooldefs.choice_param(tool_choice, tools)
+    _check_shapes(metadata=metadata, tools=tools)
     poll = poll_schedule(poll_interval)
     make_display = progress_choice(progress)
     settings = {
@@ -231,12 +254,21 @@ def plan(
     }
     vs = variants.variants(model, names, epochs, name)
     models: list[Any] = list(dict.fromkeys(v["model"] for v in vs)) if vs else [model]
-    bases = {m: build_params(m, settings, params, output) for m in models}
+    bases = {m: build_params(m, {**settings, "thinking": None}, params, output) for m in models}
     base = bases[models[0]]
     compiled = templates.compile_prompt(prompt, system)
-    clashes = clashing_columns(df, name, output) if vs is None else []
+    spec = media.MediaSpec.build(images, documents, compiled)
+    extras = _features(bases, compiled, spec, thinking, tools, tool_choice, long_output)
+    extras["prompt_cache"] = prompt_cache
+    if output is not None and extras.get("tool_schema"):
+        raise InputError(
+            "output= and a forced tool (tool_choice) both ask for one column per field; "
+            "pass one of them."
+        )
+    fields_schema = output if output is not None else extras.get("tool_schema")
+    clashes = clashing_columns(df, name, fields_schema) if vs is None else []
     for prefix in dict.fromkeys(v["name"] for v in vs or ()):
-        clashes += [c for c in clashing_columns(df, prefix, output) if c not in clashes]
+        clashes += [c for c in clashing_columns(df, prefix, fields_schema) if c not in clashes]
     if vs is not None and epochs > 1 and variants.EPOCH_COLUMN in df.columns:
         clashes.append(variants.EPOCH_COLUMN)
     if clashes and not overwrite and vs is not None:
@@ -253,11 +285,14 @@ def plan(
         )
     if vs is None:
         rendered = templates.render(df, compiled, base, on_missing)
+        _attach(df, rendered.params, compiled, spec, on_missing, prompt_cache)
         encoded = requests.encode(rendered.params)
     else:
         per_model = {
             m: templates.render(df, compiled, b, on_missing).params for m, b in bases.items()
         }
+        for rows in per_model.values():
+            _attach(df, rows, compiled, spec, on_missing, prompt_cache)
         encoded = requests.encode(
             [p for v in vs for p in per_model[v["model"]]],
             [v["epoch"] for v in vs for _ in range(len(df))],
@@ -282,9 +317,88 @@ def plan(
     }
     if vs is not None:
         config["variants"] = vs
+    extras = {k: v for k, v in extras.items() if v}
+    if extras:
+        config["features"] = extras
     # The templates have read the old columns; the result replaces them.
     frame = df.drop(columns=clashes) if clashes else df
     return Plan(frame, encoded, chunks, config, cache, poll, make_display)
+
+
+def _capabilities(model: str) -> Mapping[str, Any] | None:
+    """The model's capabilities (ModelCapabilities shape) when a catalogue knows them."""
+    return None
+
+
+def _features(
+    bases: Mapping[str, dict[str, Any]],
+    compiled: templates.Prompt,
+    spec: media.MediaSpec,
+    thinking: Any,
+    tools: list[dict[str, Any]] | None,
+    tool_choice: Mapping[str, Any] | None,
+    long_output: bool,
+) -> dict[str, Any]:
+    """Thinking, media, prefill and extended output checked for every model of the run;
+    -> what the result table and the create call need to know."""
+    betas: list[str] = []
+    thinks = False
+    for model, base in bases.items():
+        caps = _capabilities(model)
+        t = features.thinking_param(
+            thinking, model=model, max_tokens=int(base["max_tokens"]), capabilities=caps
+        )
+        if t is not None:
+            base["thinking"] = t
+            thinks = thinks or t.get("type") in ("enabled", "adaptive")
+            if tool_choice and tool_choice.get("type") in ("any", "tool"):
+                raise InputError(
+                    "thinking= cannot be combined with a forced tool_choice (the API refuses "
+                    "it); use tool_choice='auto' or drop thinking."
+                )
+        betas = features.betas_for(
+            long_output=long_output,
+            model=model,
+            max_tokens=int(base["max_tokens"]),
+            capabilities=caps,
+        )
+        features.check_prefill(compiled.messages, model=model, thinking=t, capabilities=caps)
+        media.check_capabilities(
+            model,
+            caps,
+            images=bool(spec.images) or any(_marker_kinds(compiled, "image")),
+            documents=bool(spec.documents) or any(_marker_kinds(compiled, "document")),
+        )
+    return {
+        "tools": bool(tools),
+        "thinking": thinks,
+        "tool_schema": tooldefs.forced_schema(tools, tool_choice),
+        "betas": betas,
+    }
+
+
+def _marker_kinds(compiled: templates.Prompt, kind: str) -> list[bool]:
+    return [
+        isinstance(b, Mapping) and b.get("type") == kind and "column" in b
+        for _, content in compiled.messages or ()
+        if isinstance(content, list)
+        for b in content
+    ]
+
+
+def _attach(
+    df: pd.DataFrame,
+    rows: list[dict[str, Any] | None],
+    compiled: templates.Prompt,
+    spec: media.MediaSpec,
+    on_missing: str,
+    prompt_cache: str | None,
+) -> None:
+    """Media blocks and the prompt-cache marker, placed into rendered rows in place."""
+    media.attach(df, rows, spec, on_missing)
+    features.mark_shared_prefix(
+        rows, compiled, prompt_cache, media_in_last_turn=bool(spec.images or spec.documents)
+    )
 
 
 def clashing_columns(df: pd.DataFrame, name: str, output: Any = None) -> list[str]:
@@ -342,7 +456,7 @@ def estimate(df: pd.DataFrame, prompt: templates.PromptArg, **options: Any) -> d
     options.pop("client", None)
     p = plan(df, prompt, **options)
     n = len(p.encoded.custom_ids)
-    in_tokens = sum(len(x) for x in p.encoded.params) // 4
+    in_tokens = sum(media.prompt_tokens(x) for x in p.encoded.params)
     out_tokens = int(p.config["params"].get("max_tokens", 0)) * n
     return {
         "rows": len(df),

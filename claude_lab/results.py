@@ -28,6 +28,7 @@ __all__ = [
     "CANCELED_MESSAGE",
     "EXPIRED_MESSAGE",
     "MISSING_MESSAGE",
+    "REDACTED",
     "STATUSES",
     "ResultAccumulator",
     "iter_lines",
@@ -40,6 +41,8 @@ STATUSES = ("missing", "succeeded", "errored", "canceled", "expired", "skipped",
 _MISSING, _SUCCEEDED, _ERRORED, _CANCELED, _EXPIRED, _SKIPPED, _PARSE_ERROR = range(7)
 _STATUS_NAMES = np.array(STATUSES, dtype=object)
 
+#: What ``<name>_thinking`` holds for a thinking block the API redacted (safety).
+REDACTED = "[redacted thinking]"
 CANCELED_MESSAGE = "canceled: the batch was canceled before this request ran"
 EXPIRED_MESSAGE = "expired: the batch ended (24 h) before this request ran"
 MISSING_MESSAGE = "missing: the batch returned no result line for this request"
@@ -209,6 +212,7 @@ _BUILTIN_SUFFIXES = (
     "_custom_id",
     "_cached",
     "_thinking",
+    "_thinking_tokens",
     "_tool_calls",
     "_parsed",
 )
@@ -277,6 +281,25 @@ def _validate_schema(text: str, schema: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _tool_input(calls: Sequence[Mapping[str, Any]] | None, forced: Mapping[str, Any]) -> Any:
+    """The input of the forced tool's first call, checked against its schema; or the
+    ``parse_error: ...`` text saying why there is none."""
+    name = forced.get("name")
+    call = next((c for c in calls or () if c.get("name") == name), None)
+    if call is None or not isinstance(call.get("input"), dict):
+        return f"parse_error: the reply has no call to the tool {name!r}"
+    data: dict[str, Any] = call["input"]
+    schema = forced.get("schema") or {}
+    missing = [k for k in schema.get("required", ()) if k not in data]
+    if missing:
+        return f"parse_error: the {name!r} call lacks required field(s) {', '.join(missing)}"
+    for key, spec in (schema.get("properties") or {}).items():
+        if key in data and not _json_type_ok(data[key], spec):
+            got = type(data[key]).__name__
+            return f"parse_error: {key}: expected {spec.get('type')}, got {got}"
+    return data
+
+
 def _decode(codes: Mapping[str | None, int], per_u: list[int], take: np.ndarray) -> Any:
     """A string column from per-request codes; -1 and the skipped slot become NA."""
     names = pd.array(list(codes), dtype="string")
@@ -341,6 +364,7 @@ class ResultAccumulator:
         # Rare fields: only allocated when a line has them.
         self._thinking: dict[int, str] = {}
         self._tools: dict[int, list[dict[str, Any]]] = {}
+        self._thinking_tokens: dict[int, int] = {}
         self._error_type: dict[int, str] = {}
 
     def __len__(self) -> int:
@@ -429,6 +453,7 @@ class ResultAccumulator:
             self._batch[u] = 0
             self._thinking.pop(u, None)
             self._tools.pop(u, None)
+            self._thinking_tokens.pop(u, None)
             self._error_type.pop(u, None)
 
     def cost(
@@ -531,6 +556,9 @@ class ResultAccumulator:
                     prev = self._thinking.get(u)
                     thought = block.get("thinking") or ""
                     self._thinking[u] = thought if prev is None else prev + "\n\n" + thought
+                elif btype == "redacted_thinking":
+                    prev = self._thinking.get(u)
+                    self._thinking[u] = REDACTED if prev is None else prev + "\n\n" + REDACTED
                 elif btype == "tool_use":
                     call = {
                         "id": block.get("id"),
@@ -551,6 +579,11 @@ class ResultAccumulator:
             detail = get("cache_creation")
             if detail and isinstance(detail, dict):
                 self._c_1h[u] = detail.get("ephemeral_1h_input_tokens") or 0
+            out_detail = get("output_tokens_details")
+            if out_detail and isinstance(out_detail, dict):
+                thinking_tokens = out_detail.get("thinking_tokens")
+                if isinstance(thinking_tokens, int):
+                    self._thinking_tokens[u] = thinking_tokens
 
     # ------------------------------------------------------------------ columns
 
@@ -562,8 +595,13 @@ class ResultAccumulator:
         output: type[BaseModel] | Mapping[str, Any] | None = None,
         parse: Callable[[str], Any] | str | None = None,
         prices: Mapping[str, pricing.PriceLike] | None = None,
+        features: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Build the result columns, one value per input row, as nullable pandas arrays.
+
+        ``features`` (the run's ``tools`` / ``thinking`` flags and forced ``tool_schema``)
+        makes the tool-call and thinking columns appear even when no row has any, and
+        gives a forced tool one column per input field.
 
         ``row_uid[i]`` is the request index of row ``i`` (-1: row was skipped).
         Rows sharing a request share its values; its cost (the batch price of
@@ -590,12 +628,18 @@ class ResultAccumulator:
             error[u] = MISSING_MESSAGE
 
         cols: dict[str, Any] = {f"{prefix}_text": pd.array(text[take], dtype="string")}
-        if self._thinking and any(used[k] for k in self._thinking):
+        feats = features or {}
+        if feats.get("thinking") or (self._thinking and any(used[k] for k in self._thinking)):
             thinking = np.full(n + 1, None, dtype=object)
             for k, t in self._thinking.items():
                 thinking[k] = t
             cols[f"{prefix}_thinking"] = pd.array(thinking[take], dtype="string")
-        if self._tools and any(used[k] for k in self._tools):
+            counts = np.full(n + 1, -1, dtype=np.int64)
+            for k, c in self._thinking_tokens.items():
+                counts[k] = c
+            row = counts[take]
+            cols[f"{prefix}_thinking_tokens"] = pd.arrays.IntegerArray(row, row < 0)
+        if feats.get("tools") or (self._tools and any(used[k] for k in self._tools)):
             tools = np.full(n + 1, None, dtype=object)
             for k, calls in self._tools.items():
                 tools[k] = calls
@@ -612,6 +656,22 @@ class ResultAccumulator:
                     data = self._validate(text[u], output)
                 except Exception as exc:  # a user validator may raise anything: row data
                     error[u] = _short(exc)
+                    unparsed[u] = True
+                    continue
+                for f, store in field_values.items():
+                    store[u] = data.get(f)
+            for f, col in names.items():
+                cols[col] = _typed_column(field_values[f][take], kinds.get(f, "object"))
+
+        forced = feats.get("tool_schema")
+        if forced and output is None:
+            names = output_columns(forced, prefix)
+            kinds = _schema_kinds(forced)
+            field_values = {f: np.full(n + 1, None, dtype=object) for f in names}
+            for u in parse_u:
+                data = _tool_input(self._tools.get(int(u)), forced)
+                if isinstance(data, str):
+                    error[u] = data
                     unparsed[u] = True
                     continue
                 for f, store in field_values.items():

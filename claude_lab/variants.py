@@ -101,6 +101,7 @@ def build(job: BatchJob) -> pd.DataFrame:
             output=cfg.get("output"),
             parse=cfg.get("parse"),
             prices=cfg.get("prices"),
+            features=cfg.get("features"),
         )
         for key, values in cols.items():
             out[key] = values
@@ -148,12 +149,13 @@ def ceiling(
 ) -> float | None:
     """Upper-bound cost of sending requests ``uids``, priced per model (None if any model
     has no known price)."""
+    from claude_lab.media import prompt_tokens
     from claude_lab.plan import cost_ceiling
 
     uids = np.asarray(uids, dtype=np.int64)
     vs = config.get("variants")
     if not vs:
-        return cost_ceiling(config, sum(len(params[u]) for u in uids) // 4, len(uids))
+        return cost_ceiling(config, sum(prompt_tokens(params[u]) for u in uids), len(uids))
     n = len(row_uid) // len(vs)
     wanted = np.zeros(len(params), dtype=bool)
     wanted[uids] = True
@@ -166,7 +168,7 @@ def ceiling(
         if not len(mine):
             continue
         cost = cost_ceiling(
-            {**config, "model": model}, sum(len(params[u]) for u in mine) // 4, len(mine)
+            {**config, "model": model}, sum(prompt_tokens(params[u]) for u in mine), len(mine)
         )
         if cost is None:
             return None

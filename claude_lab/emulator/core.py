@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from claude_lab.emulator import standins, versions
+from claude_lab.emulator import features, standins, versions
 from claude_lab.emulator.catalogue import Catalogue
 from claude_lab.emulator.clock import Clock, rfc3339
 from claude_lab.emulator.gates import Gate
@@ -409,6 +409,7 @@ class _Batch:
         self.cancel_at: float | None = None
         self.cancel_end: float | None = None  # offset at which canceling completes
         self.deleted = False
+        self.betas: frozenset[str] = frozenset()
         self.lock = threading.Lock()
         self.lines: list[bytes | None] = [None] * len(finish)
         self.err_cum = [0]  # errored rows among the first k finished, for every k evaluated
@@ -675,13 +676,14 @@ class Core:
             self._others_fire(name, after_create=True)
             return fault
         version = headers.get("anthropic-version")
+        betas = frozenset(b.strip() for b in headers.get("anthropic-beta", "").split(",") if b)
         if name == "create":
             self.faults._pass_create_gates()  # outside the lock: a held create blocks nothing else
-            return self._create_as_faulted(body, request_id, version)
+            return self._create_as_faulted(body, request_id, version, betas)
         if name == "list":
             return self._list(query, request_id)
         if name == "messages":
-            return self._message(body, request_id, version)
+            return self._message(body, request_id, version, betas)
         if name == "count_tokens":
             return self._count_tokens(body, request_id, version)
         if name == "models":
@@ -756,7 +758,13 @@ class Core:
 
     # --- create -------------------------------------------------------------------------
 
-    def _create(self, body: bytes, request_id: str, version: str | None = None) -> Response:
+    def _create(
+        self,
+        body: bytes,
+        request_id: str,
+        version: str | None = None,
+        betas: frozenset[str] = frozenset(),
+    ) -> Response:
         if len(body) > MAX_BATCH_BYTES:
             return _error(
                 413, f"Request exceeds the maximum size of {MAX_BATCH_BYTES} bytes.", request_id
@@ -777,6 +785,7 @@ class Core:
             if refused is not None:
                 return refused
             batch = self._register(custom_ids, params, invalid, version)
+            batch.betas = betas  # beta headers apply to the whole batch
         with self._lock:
             lost = self.faults.drop_after_create > 0
             if lost:
@@ -876,10 +885,14 @@ class Core:
         return batch
 
     def _create_as_faulted(
-        self, body: bytes, request_id: str, version: str | None = None
+        self,
+        body: bytes,
+        request_id: str,
+        version: str | None = None,
+        betas: frozenset[str] = frozenset(),
     ) -> Response:
         """A create, then the faults that lose its response after the batch exists."""
-        response = self._create(body, request_id, version)
+        response = self._create(body, request_id, version, betas)
         self._others_fire("create", after_create=True)
         if response.status != 200:
             return response
@@ -980,7 +993,9 @@ class Core:
             # Stand-in responders draw per request, so repeated samples of a row differ.
             token = standins.CURRENT_CUSTOM_ID.set(custom_id)
             try:
-                outcome = self._answer(batch.params[i], msg_id, "batch", when, batch.version)
+                outcome = self._answer(
+                    batch.params[i], msg_id, "batch", when, batch.version, batch.betas
+                )
             finally:
                 standins.CURRENT_CUSTOM_ID.reset(token)
         if isinstance(outcome, RowError):
@@ -1184,11 +1199,15 @@ class Core:
         tier: str,
         when: float,
         version: str | None = None,
+        betas: frozenset[str] = frozenset(),
     ) -> dict[str, Any] | RowError:
         """One Messages answer, or the API error it produces (per row in a batch)."""
-        refused = self._model_problem(params, version)
+        refused = self._model_problem(params, version, betas)
         if refused is not None:
             return refused
+        problem = features.check_request(params, batch=tier == "batch", betas=betas)
+        if problem is not None:
+            return RowError("invalid_request_error", problem)
         if params.get("max_tokens") == 0:  # cache pre-warming: no reply is generated
             return self._prewarm(params, msg_id, tier, when)
         text: str | None = None
@@ -1228,7 +1247,9 @@ class Core:
             message["usage"] = usage
         return message
 
-    def _model_problem(self, params: dict[str, Any], version: str | None) -> RowError | None:
+    def _model_problem(
+        self, params: dict[str, Any], version: str | None, betas: frozenset[str] = frozenset()
+    ) -> RowError | None:
         """What the model catalogue refuses: unknown or retired model, limits, sampling."""
         model = params.get("model")
         record = self.catalogue.resolve(model) if isinstance(model, str) else None
@@ -1236,6 +1257,8 @@ class Core:
             why = "" if record is None else f" (retired on {record.get('retires_at')})"
             return RowError("not_found_error", f"model: {model}{why}")
         limit = record.get("max_tokens")
+        if features.LONG_OUTPUT_BETA in betas:
+            limit = features.LONG_OUTPUT_MAX_TOKENS  # the model itself is checked there
         max_tokens = params.get("max_tokens")
         if isinstance(limit, int) and isinstance(max_tokens, int) and max_tokens > limit:
             return RowError(
@@ -1243,6 +1266,9 @@ class Core:
                 f"max_tokens: {max_tokens} > {limit}, which is the maximum allowed number of "
                 f"output tokens for {model}",
             )
+        problem = features.capability_problem(params, record.get("capabilities"))
+        if problem is not None:
+            return RowError("invalid_request_error", problem)
         if not versions.is_current(version) and not record.get("_sampling", True):
             for key in versions.SAMPLING:
                 if key in params:
@@ -1270,7 +1296,13 @@ class Core:
         message["usage"]["output_tokens"] = 0
         return message
 
-    def _message(self, body: bytes, request_id: str, version: str | None = None) -> Response:
+    def _message(
+        self,
+        body: bytes,
+        request_id: str,
+        version: str | None = None,
+        betas: frozenset[str] = frozenset(),
+    ) -> Response:
         try:
             params = orjson.loads(body)
             validate_params(params, version=version)
@@ -1283,7 +1315,7 @@ class Core:
         with self._lock:
             self._messages += 1
             msg_id = "msg_emu" + _short(str(self.options.seed), str(self._messages), "n")
-        outcome = self._answer(params, msg_id, "standard", self.clock.now(), version)
+        outcome = self._answer(params, msg_id, "standard", self.clock.now(), version, betas)
         if isinstance(outcome, RowError):
             status = _TYPE_STATUS.get(outcome.type, 500)
             return _error(status, outcome.message, request_id, error_type=outcome.type)

@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from claude_lab.emulator import features
+
 __all__ = [
     "ROW_ERROR_TYPES",
     "PromptCache",
@@ -78,7 +80,6 @@ def text_tokens(text: str) -> int:
 
 
 _MESSAGE_OVERHEAD = 3  # tokens per message turn, like the role markers a real tokenizer adds
-_IMAGE_TOKENS = 400
 
 
 def _block_text(block: Any) -> str:
@@ -128,7 +129,8 @@ def _prompt_blocks(params: dict[str, Any]) -> list[tuple[str, int, Any]]:
         first = True
         for block in content if isinstance(content, list) else ():
             if isinstance(block, dict) and block.get("type") in ("image", "document"):
-                text, tokens = orjson.dumps(block.get("source")).decode(), _IMAGE_TOKENS
+                text = orjson.dumps(block.get("source")).decode()
+                tokens = features.block_tokens(block)
             else:
                 text = _block_text(block)
                 tokens = text_tokens(text)
@@ -158,6 +160,10 @@ class PromptCache:
     def account(self, params: dict[str, Any], now: float) -> tuple[int, int, int, int]:
         """-> (uncached input tokens, cache write 5m, cache write 1h, cache read)."""
         blocks = _prompt_blocks(params)
+        top = params.get("cache_control")
+        if top and blocks:
+            # Top-level cache_control marks the last cacheable block of the request.
+            blocks[-1] = (blocks[-1][0], blocks[-1][1], top)
         total = max(1, sum(tokens for _, tokens, _ in blocks))
         if not any(cc for _, _, cc in blocks):
             return total, 0, 0, 0
@@ -580,6 +586,7 @@ def build_message(
     budget = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 4096
     content: list[dict[str, Any]] = []
     used = 0
+    thinking_used: int | None = None
     stop_reason, stop_sequence = "end_turn", None
     prompt = last_user_text(params)
 
@@ -597,7 +604,11 @@ def build_message(
             "EmuSig"
             + base64.b64encode(hashlib.blake2b(thought.encode(), digest_size=24).digest()).decode()
         )
-        content.append({"type": "thinking", "thinking": thought, "signature": signature})
+        if features.REDACTED_THINKING_TRIGGER in prompt:
+            content.append({"type": "redacted_thinking", "data": signature + "Redacted"})
+        else:
+            content.append({"type": "thinking", "thinking": thought, "signature": signature})
+        thinking_used = used
 
     answer = arithmetic_answer(prompt)
     hint = float(answer) if answer is not None and answer != "undefined" else None
@@ -630,7 +641,7 @@ def build_message(
         content.append({"type": "text", "text": text})
 
     uncached, write_5m, write_1h, read = cache if cache else (count_input_tokens(params), 0, 0, 0)
-    return {
+    message: dict[str, Any] = {
         "id": msg_id,
         "type": "message",
         "role": "assistant",
@@ -650,6 +661,10 @@ def build_message(
             "service_tier": service_tier,
         },
     }
+    if thinking_used is not None:
+        usage: dict[str, Any] = message["usage"]
+        usage["output_tokens_details"] = {"thinking_tokens": thinking_used}
+    return message
 
 
 def content_output_tokens(content: list[Any]) -> int:

@@ -1,0 +1,97 @@
+"""The sample images the package ships: tiny PNGs of coloured shapes, drawn with zlib/struct.
+
+``shapes()`` lists them (path, shape, colour) as a DataFrame for the images
+notebook and tests; ``python -m claude_lab.shapes`` redraws the files under
+``claude_lab/data/shapes/`` (they are committed, never downloaded). No imaging
+library is needed.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["COLOURS", "SHAPES", "draw", "png", "shapes", "write_all"]
+
+DIR = Path(__file__).parent / "data" / "shapes"
+SIZE = 48
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 70),
+    "blue": (40, 80, 220),
+}
+SHAPES = ("circle", "square", "triangle")
+
+
+def png(width: int, height: int, rows: list[bytes]) -> bytes:
+    """A PNG (8-bit RGB) from ``height`` rows of ``3 * width`` bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    raw = b"".join(b"\x00" + row for row in rows)  # filter type 0 per row
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _inside(shape: str, x: int, y: int, n: int) -> bool:
+    c = (n - 1) / 2
+    if shape == "circle":
+        return (x - c) ** 2 + (y - c) ** 2 <= (n * 0.4) ** 2
+    if shape == "square":
+        return n * 0.15 <= x <= n * 0.85 and n * 0.15 <= y <= n * 0.85
+    if shape == "triangle":
+        top, bottom = n * 0.12, n * 0.88
+        if not top <= y <= bottom:
+            return False
+        half = (y - top) / (bottom - top) * n * 0.4
+        return abs(x - c) <= half
+    raise ValueError(f"unknown shape {shape!r}; use one of {SHAPES}")
+
+
+def draw(shape: str, colour: str, size: int = SIZE) -> bytes:
+    """One shape in one colour on white, as PNG bytes."""
+    ink = bytes(COLOURS[colour])
+    white = b"\xff\xff\xff"
+    rows = [
+        b"".join(ink if _inside(shape, x, y, size) else white for x in range(size))
+        for y in range(size)
+    ]
+    return png(size, size, rows)
+
+
+def write_all(directory: Path = DIR) -> list[Path]:
+    """Draw every shape in every colour into ``directory``; -> the files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for shape in SHAPES:
+        for colour in COLOURS:
+            path = directory / f"{colour}_{shape}.png"
+            path.write_bytes(draw(shape, colour))
+            paths.append(path)
+    return paths
+
+
+def shapes() -> pd.DataFrame:
+    """The shipped images: one row per file, with its ``path``, ``shape`` and ``colour``."""
+    rows = []
+    for shape in SHAPES:
+        for colour in COLOURS:
+            rows.append(
+                {"path": str(DIR / f"{colour}_{shape}.png"), "shape": shape, "colour": colour}
+            )
+    return pd.DataFrame(rows)
+
+
+if __name__ == "__main__":
+    for written in write_all():
+        print(written)
