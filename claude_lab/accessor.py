@@ -46,6 +46,15 @@ class ClaudeAccessor:
         prefixed from the model id or by ``names=[...]``); ``epochs=k`` sends each
         row k times (the table is then long, with an ``epoch`` column).
 
+        Beyond text: ``images=``/``documents=`` name columns of paths, bytes, URLs or
+        PIL images sent as image / PDF blocks; ``tools=`` takes dicts, pydantic models
+        or functions and ``tool_choice=`` a dict, ``"auto"``/``"any"``/``"none"`` or a
+        tool's name (``<name>_tool_calls``; a forced tool adds a column per field);
+        ``thinking=`` a budget, ``"adaptive"`` or a dict (``<name>_thinking``,
+        ``<name>_thinking_tokens``); ``prompt_cache="5m"|"1h"`` caches what every row
+        shares; ``long_output=True`` allows ``max_tokens`` up to 300,000 on the models
+        that have it; a template ending with an assistant turn is a prefill.
+
         The result has the input's index, order and length; every row gets a
         ``<name>_status``. Nothing is sent if any template or argument is wrong.
         """
