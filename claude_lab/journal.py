@@ -196,6 +196,9 @@ MIGRATIONS: list[list[str | Callable[[sqlite3.Connection], None]]] = [
             PRIMARY KEY (job_id, batch_id)
         )""",
     ],
+    # v7: the result index's second index (by file) cost as much room and insert time
+    # as the index itself, for prune alone, which can scan.
+    ["DROP INDEX result_index_file"],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -431,7 +434,7 @@ class Journal:
                     raise
                 time.sleep(0.05)
         # A checkpointed WAL keeps its size on disk; bound what it leaves behind.
-        conn.execute("PRAGMA journal_size_limit = 8388608")
+        conn.execute("PRAGMA journal_size_limit = 1048576")
         self._migrate()
 
     def _migrate(self) -> None:
