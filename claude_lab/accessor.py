@@ -37,7 +37,7 @@ class ClaudeAccessor:
         refused before anything is sent; True replaces them), ``on_missing``
         (``"skip"``, ``"raise"``, ``"empty"``), ``wait`` (True returns the table,
         False a :class:`BatchJob` at once), ``progress`` (``"auto"``, ``"widget"``,
-        ``"console"``, None), ``client`` (an ``anthropic.Anthropic``), ``cache``
+        ``"console"``, ``"log"``, None), ``client`` (an ``anthropic.Anthropic``), ``cache``
         (answer identical past requests from the journal, True), ``poll_interval``,
         ``prices`` and ``max_queued`` (requests of this job in the API's batch queue
         at once, 100,000; a bigger job is sent in waves as earlier batches finish).

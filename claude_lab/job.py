@@ -21,6 +21,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import urllib.parse
 import warnings
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -46,6 +47,7 @@ from claude_lab.plan import (
     poll_schedule,
     progress_choice,
 )
+from claude_lab.uipoll import CommPump
 
 __all__ = ["BatchJob", "attach", "load_result", "run"]
 
@@ -158,6 +160,7 @@ class BatchJob:
         self._frame = frame
         self._index = index
         self._config = config
+        self._make_display = make_display
         self._display = make_display(self.cancel if client is not None else None)
         self._poll = poll
         self._lock = threading.RLock()
@@ -172,8 +175,8 @@ class BatchJob:
         self._counts_move = False
         self._canceled = False
         self._error: str | None = None
+        self._traceback: str | None = None
         self._cached_rows = 0
-        self._display_handle: Any = None
         self._owner: str | None = None
         self._settle_at = 0.0  # when lost creates may next be settled (API calls: throttled)
         self._settle_every = poll[0]
@@ -249,6 +252,13 @@ class BatchJob:
     def wait(self, timeout: float | None = None) -> BatchJob:
         """Block until the job is done; Ctrl-C / Kernel Interrupt stops waiting, not the batch."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        # A notebook cell blocked here still gets its widget's clicks (Cancel): the
+        # kernel's comm messages are handled while waiting, the rest re-queued after.
+        waiting = getattr(self._display, "waiting", None)
+        pump = CommPump.open() if callable(waiting) and not self._future.done() else None
+        if callable(waiting) and not self._future.done():
+            waiting(pump is not None)
+        slice_s = 0.05 if pump is not None else 0.25
         try:
             while not self._future.done():
                 left = None if deadline is None else deadline - time.monotonic()
@@ -257,11 +267,16 @@ class BatchJob:
                         f"Job {self.id} is still {self._status} after {timeout} s; "
                         "call job.wait() again later, or check job.status / job.request_counts."
                     )
+                if pump is not None:
+                    pump.poll()
                 with contextlib.suppress(concurrent.futures.TimeoutError):
-                    self._future.exception(timeout=0.25 if left is None else min(0.25, left))
+                    self._future.exception(timeout=slice_s if left is None else min(slice_s, left))
         except KeyboardInterrupt:
             print(self._interrupt_message(), file=sys.stderr, flush=True)
             raise
+        finally:
+            if pump is not None:
+                pump.close()
         return self
 
     def result(self, timeout: float | None = None) -> pd.DataFrame:
@@ -339,6 +354,16 @@ class BatchJob:
             self._future = concurrent.futures.Future()
             self._canceled = False
             self._transition(JobStatus.PREPARING, reopen=True)
+            self._error = self._traceback = None
+        # The first round's display ended as a card; the retry's live display takes its
+        # place (the same output), or is shown here when there was none.
+        previous = self._display
+        self._display = self._make_display(self.cancel if self._client is not None else None)
+        adopt = getattr(self._display, "adopt", None)
+        if callable(adopt):
+            self._display.update(self.snapshot())
+        if not (callable(adopt) and adopt(previous)):
+            _show(self)
         self._start(lambda: self._submit(uids, again=seen))
         return self.result() if wait else self
 
@@ -350,7 +375,18 @@ class BatchJob:
         return f"<BatchJob {self.id} {self._status} batches={len(self._batches)} {counts}>"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        return progress.mimebundle(self.snapshot(), getattr(self._display, "widget", None))
+        return progress.mimebundle(self.snapshot())
+
+    def _ipython_display_(self) -> None:
+        # The `job` idiom: the live view is shown once; showing the job again gives a
+        # pointer to it while it runs, and the result card once it ended.
+        show = getattr(self._display, "show", None)
+        if callable(show):
+            show(self.snapshot())
+            return
+        from IPython.display import display as ipy_display
+
+        ipy_display(self._repr_mimebundle_(), raw=True)
 
     # -- preparing a run ----------------------------------------------------------------
 
@@ -406,10 +442,8 @@ class BatchJob:
         ``wait=False`` job it also refreshes the output of the cell that showed it
         (nbclient / nbconvert apply it wherever it arrives).
         """
+        # A notebook display replaces each output that showed it with the final card.
         self._display.close(dataclasses.replace(self.snapshot(), done=True))
-        if self._display_handle is not None:
-            with contextlib.suppress(Exception):
-                self._display_handle.update(self)
 
     # -- state --------------------------------------------------------------------------
 
@@ -423,7 +457,7 @@ class BatchJob:
         return progress.Snapshot(
             job_id=self.id,
             batch_ids=tuple(self.batch_ids),
-            status=self._status,
+            status=str(self._status),
             counts=counts,
             requests=requests_n,
             rows=len(self._row_uid),
@@ -435,6 +469,10 @@ class BatchJob:
             estimated_cost_usd=self._config.get("estimated_cost_usd"),
             error=self._error,
             done=self._future.done(),
+            batches=tuple(progress.BatchInfo(b.id, b.status, dict(b.counts)) for b in current),
+            traceback=self._traceback,
+            name=str(self._config.get("name", "claude")),
+            canceled_by_user=self._canceled,
         )
 
     def _known_cost(self) -> float:
@@ -481,6 +519,7 @@ class BatchJob:
                 exc = _connection_error(exc, str(self._client.base_url), self.id)
                 exc.__cause__ = caught
             self._error = f"{type(exc).__name__}: {exc}"
+            self._traceback = "".join(traceback.format_exception(exc))
             # A job with batches at the API is not lost: leave it where a re-run finds it.
             with self._lock:
                 sent = bool(self._batches)
@@ -1215,11 +1254,10 @@ def run(
 
 
 def _show(job: BatchJob) -> None:
-    if getattr(job._display, "widget", None) is None:
-        return
-    from IPython.display import display as ipy_display
-
-    job._display_handle = ipy_display(job, display_id=True)
+    """Put a notebook display in the current cell (live until the job ends)."""
+    show = getattr(job._display, "show", None)
+    if callable(show):
+        show(job.snapshot())
 
 
 def attach(
@@ -1260,6 +1298,7 @@ def attach(
     )
     job._canceled = rec.status == "canceled"
     job._prepare(True, bool(rec.meta.get("cache", True)))
+    _show(job)
     job._start()
     return job
 

@@ -22,6 +22,7 @@ import orjson
 import pandas as pd
 
 from claude_lab import (
+    auto,
     features,
     media,
     pricing,
@@ -472,10 +473,12 @@ def estimate(df: pd.DataFrame, prompt: templates.PromptArg, **options: Any) -> d
 
 def progress_choice(choice: str | None) -> Callable[[Callable[[], None] | None], progress.Display]:
     """Validate ``progress=`` now (before sending); build the display later."""
-    if choice not in ("auto", "widget", "console", None):
-        raise InputError(f"progress={choice!r} is not one of 'auto', 'widget', 'console' or None.")
+    if choice not in auto.PROGRESS_CHOICES or isinstance(choice, bool):
+        raise InputError(
+            f"progress={choice!r} is not one of 'auto', 'widget', 'console', 'log' or None."
+        )
 
     def make(on_cancel: Callable[[], None] | None) -> progress.Display:
-        return progress.make_display(choice, on_cancel=on_cancel or (lambda: None))
+        return auto.make_display(choice, on_cancel=on_cancel or (lambda: None))
 
     return make

@@ -1,47 +1,54 @@
-"""Progress display core: the `Snapshot` a job publishes and the displays that show it.
+"""Progress core: the `Snapshot` a job publishes, what every display shares, no front-end.
 
-This module owns the `Display` interface, the throttling every live display
-shares, the console (tqdm) and null displays, the `progress=` choice
-(`make_display`), and the plain-text / HTML summaries that a saved notebook
-shows instead of the live widget (`text_summary`, `html_summary`,
-`mimebundle`). The ipywidgets display lives in `claude_lab.widget` and is
-imported only when a widget is wanted, so plain scripts never import ipywidgets.
+This module owns the `Display` interface displays subscribe to, the
+`ThrottledDisplay` base with its injectable clock and timer (so throttling is
+tested without wall-clock time), the `RateMeter` behind rate and ETA, the
+wording every front-end uses (`header_text`, `headline`, `next_step`) and the
+static result card a saved notebook keeps (`text_summary`, `html_summary`,
+`mimebundle`). It imports no front-end: the console front-ends live in
+`claude_lab.console`, the notebook one in `claude_lab.widget`, and
+`claude_lab.auto` picks one (the tqdm layering: std / notebook / auto).
 """
 
 from __future__ import annotations
 
 import html
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import IO, Any, Protocol
-
-from claude_lab.errors import ConfigError, InputError
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 __all__ = [
+    "COLOR_VARS",
     "COUNT_KEYS",
     "DEFAULT_MIN_INTERVAL",
     "OUTCOME_KEYS",
-    "PROGRESS_CHOICES",
     "WIDGET_VIEW_MIME",
-    "ConsoleDisplay",
+    "BatchInfo",
+    "Clock",
     "Display",
     "NullDisplay",
+    "RateMeter",
+    "Scheduler",
     "Snapshot",
     "ThrottledDisplay",
+    "bar_html",
+    "batches_html",
     "cost_text",
     "count_color",
     "format_cost",
     "format_duration",
+    "header_text",
+    "headline",
     "html_summary",
-    "in_kernel",
-    "make_display",
+    "legend_html",
     "mimebundle",
+    "next_step",
     "outcome",
     "text_summary",
+    "thread_scheduler",
 ]
 
 log = logging.getLogger("claude_lab")
@@ -50,25 +57,43 @@ log = logging.getLogger("claude_lab")
 COUNT_KEYS: tuple[str, ...] = ("processing", "succeeded", "errored", "canceled", "expired")
 #: The counts that mean a request has finished (everything but processing).
 OUTCOME_KEYS: tuple[str, ...] = COUNT_KEYS[1:]
-#: Accepted values of ``progress=``.
-PROGRESS_CHOICES: tuple[str | None, ...] = ("auto", "widget", "console", None)
 
 #: Default minimum seconds between two renders of a live display (a few per second).
 DEFAULT_MIN_INTERVAL = 0.25
 
-_NO_COUNTS_NOTE = (
-    "The Batches API keeps every request at “processing” until the batch ends; "
-    "the other counts arrive at the end."
-)
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+
+#: One colour language for every display: JupyterLab theme variables (so light and
+#: dark themes both read), with fallbacks for nbconvert, VS Code and GitHub.
+#: Processing is the empty track; canceled is neutral grey, never a warning colour.
+COLOR_VARS: Mapping[str, str] = {
+    "processing": "var(--jp-layout-color2, #e0e0e0)",
+    "succeeded": "var(--jp-success-color1, #388e3c)",
+    "errored": "var(--jp-error-color1, #d32f2f)",
+    "expired": "var(--jp-warn-color1, #f57c00)",
+    "canceled": "var(--jp-layout-color4, #757575)",
+}
+_BAR_ORDER = ("succeeded", "errored", "expired", "canceled")
+_ENDED_STATES = frozenset({"ended", "canceled", "failed", "interrupted"})
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """One batch of a job, for the per-batch detail."""
+
+    id: str
+    status: str
+    counts: Mapping[str, int]
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Immutable state of one job, produced by jobs.py and read by displays."""
+    """Immutable state of one job, produced by the job and read by displays."""
 
     job_id: str
     batch_ids: tuple[str, ...]
-    # "preparing" | "submitting" | "in_progress" | "canceling" | "fetching" | "ended" | "failed"
+    # preparing | submitting | in_progress | canceling | fetching | ended | canceled
+    # | failed | interrupted
     status: str
     # processing, succeeded, errored, canceled, expired, summed over the job's batches
     counts: Mapping[str, int]
@@ -83,6 +108,11 @@ class Snapshot:
     estimated_cost_usd: float | None = None
     error: str | None = None
     done: bool = False
+    batches: tuple[BatchInfo, ...] = ()
+    traceback: str | None = None
+    name: str = "claude"
+    canceled_by_user: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def count(self, key: str) -> int:
         """One of the five request counts (0 when absent)."""
@@ -95,8 +125,23 @@ class Snapshot:
 
     @property
     def counts_held(self) -> bool:
-        """True when the honest "counts arrive at the end" note applies."""
+        """True when the honest "counts arrive when the batch ends" note applies."""
         return self.status == "in_progress" and not self.counts_move and not self.done
+
+    @property
+    def running_batches(self) -> int:
+        """Batches the API is still processing (cancel can still change something)."""
+        if self.batches:
+            return sum(b.status == "in_progress" for b in self.batches)
+        return 1 if self.status in ("in_progress", "submitting") else 0
+
+    @property
+    def shown_status(self) -> str:
+        """The status to show: "in_progress" while any batch runs (a job whose first
+        batch is being downloaded while another runs is still in progress)."""
+        if self.status == "fetching" and any(b.status == "in_progress" for b in self.batches):
+            return "in_progress"
+        return self.status
 
 
 class Display(Protocol):
@@ -108,20 +153,81 @@ class Display(Protocol):
 
 
 # ---------------------------------------------------------------------------
-# Formatting shared by every display
+# Clock and timers (injectable so throttling is tested deterministically)
+
+Clock = Callable[[], float]
+
+
+class _Cancelable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """Runs ``fn`` once after ``delay`` seconds, unless the returned handle is canceled."""
+
+    def __call__(self, delay: float, fn: Callable[[], None]) -> _Cancelable: ...
+
+
+def thread_scheduler(delay: float, fn: Callable[[], None]) -> _Cancelable:
+    """The real scheduler: a daemon `threading.Timer`."""
+    timer = threading.Timer(delay, fn)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+class RateMeter:
+    """Requests per second and time left, from the finished counts displays see.
+
+    The rate is measured from the first count that moved (an attached job's
+    earlier progress is not credited to this process) and smoothed over time.
+    None until two different counts have been seen.
+    """
+
+    def __init__(self, clock: Clock = time.monotonic, smoothing: float = 0.3) -> None:
+        self._clock = clock
+        self._smoothing = smoothing
+        self._last: tuple[float, int] | None = None
+        self.rate: float | None = None
+
+    def feed(self, finished: int) -> None:
+        now = self._clock()
+        if self._last is None:
+            self._last = (now, finished)
+            return
+        t0, n0 = self._last
+        if finished == n0 or now <= t0:
+            return
+        current = (finished - n0) / (now - t0)
+        self.rate = (
+            current
+            if self.rate is None
+            else self._smoothing * current + (1 - self._smoothing) * self.rate
+        )
+        self._last = (now, finished)
+
+    def eta(self, snap: Snapshot) -> float | None:
+        """Seconds until every request has finished at the current rate, or None."""
+        if not self.rate or snap.counts_held or snap.done:
+            return None
+        return max(0, snap.requests - snap.finished) / self.rate
+
+
+# ---------------------------------------------------------------------------
+# Wording shared by every display
 
 
 def outcome(snap: Snapshot) -> str:
     """The style of a job: "success", "warning", "danger", or "" while it runs healthy.
 
-    danger: the job failed or requests were canceled; warning: some requests
-    errored or expired; success: everything succeeded (or was cached/skipped).
+    danger: the job failed; warning: some requests errored, expired or were
+    canceled; success: everything succeeded (or was cached/skipped).
     """
-    if snap.error is not None or snap.status == "failed" or snap.count("canceled"):
+    if snap.error is not None or snap.status in ("failed", "interrupted"):
         return "danger"
     if not snap.done:
         return ""
-    if snap.count("errored") or snap.count("expired") or snap.count("processing"):
+    if any(snap.count(k) for k in ("errored", "expired", "canceled", "processing")):
         return "warning"
     return "success"
 
@@ -143,6 +249,10 @@ def format_duration(seconds: float) -> str:
     return f"{s}s"
 
 
+def _format_rate(rate: float) -> str:
+    return f"{rate:,.1f} req/s" if rate >= 1 else f"{rate * 60:,.1f} req/min"
+
+
 def cost_text(snap: Snapshot) -> str:
     """Cost so far and/or the upper-bound estimate, or "" when neither is known."""
     parts = []
@@ -151,6 +261,64 @@ def cost_text(snap: Snapshot) -> str:
     if snap.estimated_cost_usd is not None and not (snap.done and snap.cost_usd is not None):
         parts.append(f"estimated ≤ {format_cost(snap.estimated_cost_usd)}")
     return " / ".join(parts)
+
+
+def count_color(key: str) -> str:
+    """The CSS colour of one of the five counts (a theme variable with a fallback)."""
+    return COLOR_VARS[key]
+
+
+def header_text(snap: Snapshot, rate: float | None = None, eta: float | None = None) -> str:
+    """The one-line live header: status, n/N finished, rate, ETA (or the honest note
+    that counts arrive when the batch ends), elapsed, cost so far / estimate."""
+    parts = [snap.shown_status]
+    if snap.requests:
+        parts.append(f"{snap.finished:,}/{snap.requests:,} finished")
+    if snap.counts_held:
+        parts.append("counts arrive when the batch ends")
+    else:
+        if rate:
+            parts.append(_format_rate(rate))
+        if eta is not None:
+            parts.append(f"ETA {format_duration(eta)}")
+    parts.append(format_duration(snap.elapsed))
+    if cost := cost_text(snap):
+        parts.append(cost)
+    return " · ".join(parts)
+
+
+def headline(snap: Snapshot) -> str:
+    """The result card's first line: "Done: 40 succeeded", "Canceled: 12 kept, 28 canceled"."""
+    if snap.error is not None or snap.status in ("failed", "interrupted"):
+        return "Failed" if snap.status != "interrupted" else "Stopped (the batches live on)"
+    if not snap.done:
+        return f"{snap.shown_status}: {snap.finished:,}/{snap.requests:,} finished"
+    counts = ", ".join(f"{snap.count(k):,} {k}" for k in OUTCOME_KEYS if snap.count(k))
+    if snap.status == "canceled" or snap.canceled_by_user:
+        kept = snap.finished - snap.count("canceled")
+        return f"Canceled: {kept:,} kept, {snap.count('canceled'):,} canceled"
+    if not snap.requests:
+        return "Done: nothing to send"
+    return f"Done: {counts}" if counts else "Done"
+
+
+def next_step(snap: Snapshot) -> str:
+    """What to do next, when something is left to do ("" otherwise)."""
+    if snap.error is not None or snap.status in ("failed", "interrupted"):
+        if snap.batch_ids or snap.status == "interrupted":
+            return (
+                f"Nothing is lost or paid twice: `claude_lab.attach('{snap.job_id}')` "
+                "picks the job up again."
+            )
+        return "Nothing was sent or paid. Fix the cause above and run the cell again."
+    steps = []
+    if snap.count("errored"):
+        steps.append(f"{snap.count('errored'):,} errored → `job.retry()`")
+    if snap.count("expired"):
+        steps.append(f"{snap.count('expired'):,} expired → `job.retry()`")
+    if snap.count("canceled"):
+        steps.append(f"{snap.count('canceled'):,} canceled → `job.retry(canceled=True)`")
+    return "; ".join(steps)
 
 
 def _scrub_ids(text: str, snap: Snapshot) -> str:
@@ -162,6 +330,12 @@ def _scrub_ids(text: str, snap: Snapshot) -> str:
     return text
 
 
+def _cause(snap: Snapshot) -> str:
+    """The error's first line, short: a card says what went wrong, not everything."""
+    first = (snap.error or "").strip().splitlines()[0] if snap.error else ""
+    return first if len(first) <= 300 else first[:297] + "…"
+
+
 def text_summary(snap: Snapshot) -> str:
     """One stable line: status, the five counts and the rows. No ids, times or durations."""
     counts = ", ".join(f"{k} {snap.count(k)}" for k in COUNT_KEYS)
@@ -170,22 +344,64 @@ def text_summary(snap: Snapshot) -> str:
         f" · rows {snap.rows} (cached {snap.cached}, skipped {snap.skipped})"
     )
     if snap.error:
-        line += f" · error: {_scrub_ids(snap.error, snap)}"
+        line += f" · error: {_scrub_ids(_cause(snap), snap)}"
     return line
 
 
-_COLORS: Mapping[str, str] = {
-    "processing": "#9e9e9e",
-    "succeeded": "#4caf50",
-    "errored": "#f44336",
-    "canceled": "#ff9800",
-    "expired": "#795548",
-}
+def bar_html(snap: Snapshot, height: str = "10px") -> str:
+    """One stacked bar, filling left to right: succeeded, errored, expired, canceled;
+    processing is the empty track. Plain HTML + theme CSS variables."""
+    total = max(snap.requests, 0)
+    segs = []
+    for key in _BAR_ORDER:
+        n = snap.count(key)
+        if not n or not total:
+            continue
+        pct = 100.0 * n / total
+        segs.append(
+            f'<div title="{key}: {n:,} ({pct:.1f}%)" '
+            f'style="width:{pct:.3f}%;background:{COLOR_VARS[key]}"></div>'
+        )
+    if not total and snap.done:  # nothing sent (all cached or skipped): a full bar
+        segs.append(f'<div style="width:100%;background:{COLOR_VARS["succeeded"]}"></div>')
+    return (
+        f'<div class="claude-lab-bar" style="display:flex;width:100%;height:{height};'
+        f"background:{COLOR_VARS['processing']};border-radius:3px;overflow:hidden;"
+        f'margin:3px 0">{"".join(segs)}</div>'
+    )
 
 
-def count_color(key: str) -> str:
-    """The color used for one of the five counts, in the widget and the HTML summary."""
-    return _COLORS[key]
+def legend_html(snap: Snapshot) -> str:
+    """Each count as a coloured number, in the bar's colours."""
+    items = []
+    for key in COUNT_KEYS:
+        n = snap.count(key)
+        swatch = (
+            f'<span style="display:inline-block;width:0.8em;height:0.8em;'
+            f"background:{COLOR_VARS[key]};border:1px solid var(--jp-border-color1, #bdbdbd);"
+            f'vertical-align:middle"></span>'
+        )
+        items.append(f'<span style="white-space:nowrap">{swatch} {key} <b>{n:,}</b></span>')
+    return " &nbsp; ".join(items)
+
+
+def batches_html(snap: Snapshot) -> str:
+    """Per-batch detail: id, status and the counts that are not zero."""
+    e = html.escape
+    rows = []
+    for b in snap.batches:
+        counts = ", ".join(
+            f"{k} {int(b.counts.get(k, 0)):,}" for k in COUNT_KEYS if b.counts.get(k)
+        )
+        rows.append(
+            f"<tr><td><code>{e(b.id)}</code></td><td>{e(b.status)}</td><td>{e(counts)}</td></tr>"
+        )
+    if not rows:
+        return "<i>no batch created yet</i>"
+    return (
+        '<table class="claude-lab-batches"><thead><tr><th>batch</th><th>status</th>'
+        f"<th>requests</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _cost_cell(snap: Snapshot) -> str:
@@ -196,10 +412,26 @@ def _cost_cell(snap: Snapshot) -> str:
     return "—"
 
 
-def html_summary(snap: Snapshot) -> str:
-    """A small table: status, the five counts, rows/cached/skipped, cost.
+_CARD_STYLE = (
+    "font-family:var(--jp-ui-font-family, sans-serif);font-size:var(--jp-ui-font-size1, 13px);"
+    "color:var(--jp-ui-font-color1, inherit);border-left:3px solid {accent};padding:2px 8px;"
+    "max-width:60em"
+)
+_ACCENT = {
+    "success": COLOR_VARS["succeeded"],
+    "warning": COLOR_VARS["expired"],
+    "danger": COLOR_VARS["errored"],
+    "": "var(--jp-border-color1, #bdbdbd)",
+}
 
-    Ids appear only inside ``.claude-lab-ids`` so a notebook sanitizer can strip them.
+
+def html_summary(snap: Snapshot) -> str:
+    """The result card: headline, the bar, elapsed and cost, the next step, the counts
+    (a small table) and, for a failure, the cause with the traceback on request.
+
+    Static HTML (no script, no widget), so a reopened notebook, nbconvert, VS Code and
+    GitHub all show it. Ids appear only inside ``.claude-lab-ids`` so a notebook
+    sanitizer can strip them.
     """
     e = html.escape
     ids = e(snap.job_id)
@@ -207,40 +439,64 @@ def html_summary(snap: Snapshot) -> str:
         ids += " · " + e(", ".join(snap.batch_ids))
     heads = ["status", *COUNT_KEYS, "rows", "cached", "skipped", "cost"]
     cells = [f"<b>{e(snap.status)}</b>"]
-    for k in COUNT_KEYS:
-        swatch = f'<span style="color:{_COLORS[k]}">■</span> '
-        cells.append(f"{swatch}{snap.count(k)}")
+    cells += [f"{snap.count(k)}" for k in COUNT_KEYS]
     cells += [str(snap.rows), str(snap.cached), str(snap.skipped), e(_cost_cell(snap))]
     th = "".join(f"<th>{h}</th>" for h in heads)
     td = "".join(f"<td>{c}</td>" for c in cells)
-    error = ""
+    facts = [f"{snap.finished:,}/{snap.requests:,} requests", format_duration(snap.elapsed)]
+    if snap.cost_usd is not None:
+        facts.append(f"cost {format_cost(snap.cost_usd)}")
+    elif snap.estimated_cost_usd is not None:
+        facts.append(f"estimated ≤ {format_cost(snap.estimated_cost_usd)}")
+    parts = [
+        f'<div class="claude-lab-headline"><b>{e(headline(snap))}</b> · '
+        f'<span class="claude-lab-facts">{e(" · ".join(facts))}</span></div>',
+    ]
     if snap.error:
-        error = f'<div class="claude-lab-error">error: {e(_scrub_ids(snap.error, snap))}</div>'
-    return (
-        '<div class="claude-lab-summary">'
-        f'<div>claude_lab job <span class="claude-lab-ids">{ids}</span></div>'
-        f"<table><thead><tr>{th}</tr></thead><tbody><tr>{td}</tr></tbody></table>"
-        f"{error}</div>"
+        parts.append(f'<div class="claude-lab-error">{e(_scrub_ids(_cause(snap), snap))}</div>')
+    if step := next_step(snap):
+        parts.append(f'<div class="claude-lab-next">Next: {_code(step)}</div>')
+    if snap.requests or snap.done:
+        parts.append(bar_html(snap, height="6px"))
+    parts.append(f"<table><thead><tr>{th}</tr></thead><tbody><tr>{td}</tr></tbody></table>")
+    if snap.traceback:
+        parts.append(
+            f"<details><summary>traceback</summary><pre>{e(snap.traceback)}</pre></details>"
+        )
+    parts.append(
+        '<div style="color:var(--jp-ui-font-color2, #777)">claude_lab job '
+        f'<span class="claude-lab-ids">{ids}</span></div>'
     )
+    style = _CARD_STYLE.format(accent=_ACCENT[outcome(snap) if snap.done else ""])
+    return f'<div class="claude-lab-summary" style="{style}">{"".join(parts)}</div>'
 
 
-WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+def _code(text: str) -> str:
+    """Escape ``text`` and show its `backticked` parts as code."""
+    out = []
+    for k, piece in enumerate(text.split("`")):
+        out.append(f"<code>{html.escape(piece)}</code>" if k % 2 else html.escape(piece))
+    return "".join(out)
 
 
 def mimebundle(snap: Snapshot, widget: Any = None) -> dict[str, Any]:
-    """What a job's ``_repr_mimebundle_`` returns: text and HTML fallbacks, plus the
-    widget view when ``widget`` (an ipywidgets widget, or a `WidgetDisplay`) is given.
+    """A job's output: the text and HTML card, plus the widget view when ``widget`` (an
+    ipywidgets widget, or a display with a ``widget``) is given and the job still runs.
+
+    A finished job's bundle never carries a widget view: a reopened notebook must not
+    show "model not found".
     """
     bundle: dict[str, Any] = {"text/plain": text_summary(snap), "text/html": html_summary(snap)}
-    if widget is not None:
-        root = getattr(widget, "widget", widget)  # accept a WidgetDisplay too
-        spec = getattr(root, "get_view_spec", None)
-        view = (
-            spec()
-            if callable(spec)
-            else {"version_major": 2, "version_minor": 0, "model_id": root.model_id}
-        )
-        bundle[WIDGET_VIEW_MIME] = dict(view)
+    if widget is not None and not snap.done:
+        root = getattr(widget, "widget", widget)  # accept a display too
+        if root is not None:
+            spec = getattr(root, "get_view_spec", None)
+            view = (
+                spec()
+                if callable(spec)
+                else {"version_major": 2, "version_minor": 0, "model_id": root.model_id}
+            )
+            bundle[WIDGET_VIEW_MIME] = dict(view)
     return bundle
 
 
@@ -255,19 +511,29 @@ class ThrottledDisplay:
     later (a trailing timer), so the screen is never left behind on a stale
     snapshot even when the job goes quiet. `close` renders at once, cancels
     the timer and ignores every later update. Render errors are logged, never
-    raised into the job's worker thread.
+    raised into the job's worker thread. ``clock`` and ``scheduler`` are
+    injectable: tests drive time by hand.
     """
 
     widget: Any = None
 
-    def __init__(self, *, min_interval: float = DEFAULT_MIN_INTERVAL) -> None:
+    def __init__(
+        self,
+        *,
+        min_interval: float = DEFAULT_MIN_INTERVAL,
+        clock: Clock = time.monotonic,
+        scheduler: Scheduler = thread_scheduler,
+    ) -> None:
         self.min_interval = min_interval
+        self.clock = clock
+        self.scheduler = scheduler
+        self.rate = RateMeter(clock)
         self.snapshot: Snapshot | None = None
         self.closed = False
         self._lock = threading.RLock()
         self._last = float("-inf")
         self._pending: Snapshot | None = None
-        self._timer: threading.Timer | None = None
+        self._timer: _Cancelable | None = None
 
     def _render(self, snap: Snapshot, final: bool) -> None:
         raise NotImplementedError
@@ -277,7 +543,9 @@ class ThrottledDisplay:
             if self.closed:
                 return
             self.snapshot = snap
-            now = time.monotonic()
+            if not snap.counts_held:
+                self.rate.feed(snap.finished)
+            now = self.clock()
             wait = self._last + self.min_interval - now
             if wait <= 0 and self._timer is None:
                 self._pending = None
@@ -286,9 +554,7 @@ class ThrottledDisplay:
                 return
             self._pending = snap
             if self._timer is None:
-                self._timer = threading.Timer(max(wait, 0.0), self._flush)
-                self._timer.daemon = True
-                self._timer.start()
+                self._timer = self.scheduler(max(wait, 0.0), self._flush)
 
     def _flush(self) -> None:
         with self._lock:
@@ -296,7 +562,7 @@ class ThrottledDisplay:
             snap, self._pending = self._pending, None
             if self.closed or snap is None:
                 return
-            self._last = time.monotonic()
+            self._last = self.clock()
             self._safe_render(snap, final=False)
 
     def close(self, snap: Snapshot) -> None:
@@ -331,138 +597,3 @@ class NullDisplay:
 
     def close(self, snap: Snapshot) -> None:
         self.snapshot = snap
-
-
-# ---------------------------------------------------------------------------
-# Console
-
-
-_BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}"
-
-
-def _console_description(snap: Snapshot) -> str:
-    if snap.counts_held:
-        return "in_progress (counts arrive at the end)"
-    return snap.status
-
-
-def _console_postfix(snap: Snapshot) -> str:
-    # processing and succeeded always; the failure counts only once they happen,
-    # so a healthy run's bar stays short.
-    keys = [k for k in COUNT_KEYS if k in ("processing", "succeeded") or snap.count(k)]
-    return " ".join(f"{k}={snap.count(k)}" for k in keys)
-
-
-class ConsoleDisplay(ThrottledDisplay):
-    """A tqdm bar of finished/total requests on stderr, counts in the postfix.
-
-    `close` leaves the bar in place and writes one final totals line.
-    """
-
-    def __init__(
-        self, *, file: IO[str] | None = None, min_interval: float = DEFAULT_MIN_INTERVAL
-    ) -> None:
-        super().__init__(min_interval=min_interval)
-        self.file: IO[str] = file if file is not None else sys.stderr
-        self._bar: Any = None
-
-    def _render(self, snap: Snapshot, final: bool) -> None:
-        from tqdm.std import tqdm
-
-        if self._bar is None:
-            # tqdm's own rate limiting is off (mininterval=0): ThrottledDisplay decides.
-            self._bar = tqdm(
-                total=snap.requests,
-                file=self.file,
-                unit="req",
-                mininterval=0,
-                dynamic_ncols=True,
-                leave=True,
-                desc=_console_description(snap),
-                # No rate or ETA: batch counts jump (often all at the end), and
-                # an attached job's clock started before this process did.
-                bar_format=_BAR_FORMAT,
-            )
-        bar = self._bar
-        bar.total = snap.requests
-        bar.n = min(snap.finished, snap.requests) if snap.requests else snap.finished
-        bar.set_description_str(_console_description(snap), refresh=False)
-        bar.set_postfix_str(
-            f"{_console_postfix(snap)} · {format_duration(snap.elapsed)}", refresh=False
-        )
-        if not final:
-            bar.refresh()
-        else:
-            bar.close()  # close draws the bar one last time and leaves it
-            extra = [t for t in (cost_text(snap), f"elapsed {format_duration(snap.elapsed)}") if t]
-            extra.append(f"job {snap.job_id}")
-            self.file.write(f"{text_summary(snap)} · {' · '.join(extra)}\n")
-            self.file.flush()
-
-
-# ---------------------------------------------------------------------------
-# Choosing a display
-
-
-def in_kernel() -> bool:
-    """True inside a live IPython kernel (not a terminal IPython, not a plain script)."""
-    if "IPython" not in sys.modules:  # never import IPython just to ask
-        return False
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
-
-
-def make_display(
-    progress: str | None,
-    *,
-    on_cancel: Callable[[], object] | None = None,
-    min_interval: float = DEFAULT_MIN_INTERVAL,
-) -> Display:
-    """The display for ``progress="auto" | "widget" | "console" | None``.
-
-    "auto": the widget inside a live kernel, the console bar when stderr is a
-    terminal, nothing otherwise. ``on_cancel`` is what the widget's Cancel
-    button calls.
-    """
-    if progress is not None and not isinstance(progress, str):
-        raise InputError(_bad_progress(progress))
-    if progress == "auto":
-        if in_kernel():
-            progress = "widget"
-        elif _isatty(sys.stderr):
-            progress = "console"
-        else:
-            progress = None
-    if progress is None:
-        return NullDisplay()
-    if progress == "console":
-        return ConsoleDisplay(min_interval=min_interval)
-    if progress == "widget":
-        try:
-            from claude_lab.widget import WidgetDisplay
-        except ImportError as exc:
-            raise ConfigError(
-                f'progress="widget" needs ipywidgets ({exc}); install it with '
-                '`pip install ipywidgets`, or pass progress="console" or None.'
-            ) from exc
-        return WidgetDisplay(on_cancel=on_cancel, min_interval=min_interval)
-    raise InputError(_bad_progress(progress))
-
-
-def _bad_progress(value: object) -> str:
-    return (
-        f"progress={value!r} is not one of the accepted values: "
-        '"auto", "widget", "console" or None.'
-    )
-
-
-def _isatty(stream: object) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    try:
-        return bool(isatty()) if callable(isatty) else False
-    except ValueError:  # closed stream
-        return False

@@ -1,11 +1,16 @@
-"""The live notebook display: `WidgetDisplay`, built from core ipywidgets only.
+"""The notebook front-end: `WidgetDisplay`, core ipywidgets only, ending as a static card.
 
-Core widgets (HTML, Label, IntProgress, HBox/VBox, Button) need no front-end
-extension of ours, so the display renders in JupyterLab, VS Code and Colab.
-This module owns the widget tree and how a `Snapshot` maps onto it; throttling
-comes from `progress.ThrottledDisplay`, and the text/HTML fallbacks a saved
-notebook shows come from `progress.mimebundle`. Imported lazily by
-`progress.make_display`, so plain scripts never import ipywidgets.
+Live, it is one line of header (status, n/N finished, rate, ETA or "counts
+arrive when the batch ends", elapsed, cost), a Cancel button, one stacked bar
+in the colours of `progress.COLOR_VARS`, and a fold-out with the counts, the
+batch ids and per-batch detail. Text is `HTML` widgets, never `Label` (a
+Label typesets ``$…$`` as maths). When the job ends every output that showed
+it is replaced by the static result card (`progress.mimebundle` with no
+widget view) and the widgets are closed, so a reopened notebook, VS Code,
+GitHub and nbconvert show the final counts instead of "model not found".
+
+Core widgets need no front-end extension of ours, so the display renders in
+JupyterLab, VS Code and Colab. Imported only by `claude_lab.auto`.
 """
 
 from __future__ import annotations
@@ -17,93 +22,60 @@ from typing import Any
 import ipywidgets as widgets
 
 from claude_lab.progress import (
-    COUNT_KEYS,
+    COLOR_VARS,
     DEFAULT_MIN_INTERVAL,
+    OUTCOME_KEYS,
     WIDGET_VIEW_MIME,
+    Clock,
+    Scheduler,
     Snapshot,
     ThrottledDisplay,
-    cost_text,
-    count_color,
-    format_duration,
+    bar_html,
+    batches_html,
+    header_text,
+    legend_html,
     mimebundle,
-    outcome,
+    text_summary,
+    thread_scheduler,
 )
 
 __all__ = ["WidgetDisplay"]
 
-_BAR_HEIGHT = "14px"
-_MAX_BATCH_IDS = 3
-# Once the API is canceling or ending a batch, a cancel request changes nothing.
-_NOT_CANCELABLE = frozenset({"canceling", "fetching", "ended", "failed"})
-
-NOTE_TEXT = (
-    "The Batches API reports every request as “processing” until the batch ends; "
-    "succeeded / errored counts arrive at the end."
-)
+# Statuses in which a cancel request can no longer change anything.
+_NOT_CANCELABLE = frozenset({"canceling", "canceled", "ended", "failed", "interrupted"})
 
 
-def _segment_html(key: str, count: int, pct: float) -> str:
-    tip = f"{key}: {count} ({pct:.1f}%)"
-    return (
-        f'<div title="{tip}" style="background:{count_color(key)};'
-        f'height:{_BAR_HEIGHT};width:100%"></div>'
-    )
-
-
-def _title_html(snap: Snapshot | None) -> str:
+def _header_html(snap: Snapshot | None, rate: float | None, eta: float | None) -> str:
     if snap is None:
-        return "<b>claude_lab</b> job · <i>starting</i>"
-    e = html.escape
-    ids = snap.batch_ids[:_MAX_BATCH_IDS]
-    batches = ", ".join(f"<code>{e(b)}</code>" for b in ids)
-    if len(snap.batch_ids) > len(ids):
-        batches += f" +{len(snap.batch_ids) - len(ids)} more"
-    label = "batch" if len(snap.batch_ids) == 1 else "batches"
-    parts = [f"<b>claude_lab</b> job <code>{e(snap.job_id)}</code>"]
-    if snap.batch_ids:
-        parts.append(f"{label} {batches}")
-    parts.append(f"status <b>{e(snap.status)}</b>")
-    return " · ".join(parts)
-
-
-def _legend_html(snap: Snapshot) -> str:
-    items = []
-    for key in COUNT_KEYS:
-        n = snap.count(key)
-        pct = 100.0 * n / snap.requests if snap.requests else 0.0
-        # nowrap per item: a narrow cell wraps between counts, never inside one.
-        items.append(
-            f'<span style="white-space:nowrap"><span style="color:{count_color(key)}">■</span>'
-            f" {key} <b>{n}</b> ({pct:.0f}%)</span>"
-        )
-    return " &nbsp; ".join(items)
-
-
-def _totals_html(snap: Snapshot) -> str:
-    counts = " · ".join(f"{k} {snap.count(k)}" for k in COUNT_KEYS[1:] if snap.count(k))
-    counts = counts or "no requests sent"
-    extra = [
-        f"rows {snap.rows} (cached {snap.cached}, skipped {snap.skipped})",
-        cost_text(snap),
-        format_duration(snap.elapsed),
-    ]
-    head = {"success": "Done", "warning": "Done, some rows failed", "danger": "Stopped"}.get(
-        outcome(snap), "Stopped watching"
+        return "<b>claude_lab</b> · starting…"
+    line = html.escape(header_text(snap, rate, eta))
+    status, _, rest = line.partition(" · ")
+    counts = " ".join(
+        f'<span style="white-space:nowrap"><span style="color:{COLOR_VARS[k]}">■</span>'
+        f" {snap.count(k):,} {k}</span>"
+        for k in OUTCOME_KEYS
+        if snap.count(k)
     )
-    return f"<b>{head}:</b> {html.escape(counts)} · " + " · ".join(
-        html.escape(x) for x in extra if x
+    return f"<b>{status}</b> · {rest}" + (f" &nbsp; {counts}" if counts else "")
+
+
+def _details_html(snap: Snapshot) -> str:
+    e = html.escape
+    rows = (
+        f"rows {snap.rows:,} (cached {snap.cached:,}, skipped {snap.skipped:,}) · "
+        f"requests {snap.requests:,}"
+    )
+    return (
+        f"<div>{legend_html(snap)}</div><div>{e(rows)}</div>"
+        f"<div>job <code>{e(snap.job_id)}</code></div>{batches_html(snap)}"
     )
 
 
 class WidgetDisplay(ThrottledDisplay):
-    """A VBox showing one job live; `widget` is the root, `snapshot` the newest state.
+    """A job's live notebook view; `widget` is the root, `snapshot` the newest state.
 
-    Layout, top to bottom: title (job id, batch ids, status); an IntProgress of
-    finished/total requests with a "n / N finished" label; a stacked bar of the
-    five request counts (segment widths are their proportions) with a legend
-    giving each as a number; the honest note while the API holds counts at
-    "processing"; elapsed time and cost; a Cancel button; at close, the totals
-    and a success / warning / danger bar style.
+    `show` puts it in the current cell (once live; any later showing is a static
+    pointer), `close` replaces every output it was shown in with the result card.
     """
 
     def __init__(
@@ -111,37 +83,18 @@ class WidgetDisplay(ThrottledDisplay):
         *,
         on_cancel: Callable[[], object] | None = None,
         min_interval: float = DEFAULT_MIN_INTERVAL,
+        clock: Clock | None = None,
+        scheduler: Scheduler = thread_scheduler,
     ) -> None:
-        super().__init__(min_interval=min_interval)
+        kw: dict[str, Any] = {} if clock is None else {"clock": clock}
+        super().__init__(min_interval=min_interval, scheduler=scheduler, **kw)
         self._on_cancel = on_cancel
         self._cancel_clicked = False
+        self._handles: list[Any] = []
+        self._live_shown = False
+        self.final_bundle: dict[str, Any] | None = None
 
-        self.title = widgets.HTML(value=_title_html(None))
-        self.progress = widgets.IntProgress(
-            value=0, min=0, max=1, layout=widgets.Layout(flex="1 1 auto", width="auto")
-        )
-        self.progress_label = widgets.Label(value="")
-        self.segments: dict[str, widgets.HTML] = {
-            key: widgets.HTML(
-                value=_segment_html(key, 0, 0.0),
-                # No margin, no min width: the five widths must add up to the bar.
-                layout=widgets.Layout(
-                    width="0%", min_width="0", margin="0", height=_BAR_HEIGHT, display="none"
-                ),
-            )
-            for key in COUNT_KEYS
-        }
-        self.stacked_bar = widgets.HBox(
-            list(self.segments.values()),
-            layout=widgets.Layout(
-                width="100%", height=_BAR_HEIGHT, overflow="hidden", border="1px solid #ccc"
-            ),
-        )
-        self.legend = widgets.HTML(value="")
-        self.note = widgets.HTML(
-            value=f"<i>{html.escape(NOTE_TEXT)}</i>", layout=widgets.Layout(display="none")
-        )
-        self.info = widgets.Label(value="")
+        self.header = widgets.HTML(value=_header_html(None, None, None))
         self.cancel_button = widgets.Button(
             description="Cancel",
             icon="stop",
@@ -149,82 +102,132 @@ class WidgetDisplay(ThrottledDisplay):
             layout=widgets.Layout(width="auto", display="" if on_cancel else "none"),
         )
         self.cancel_button.on_click(self._clicked)
-        self.message = widgets.HTML(value="", layout=widgets.Layout(display="none"))
-        self.totals = widgets.HTML(value="", layout=widgets.Layout(display="none"))
+        self.bar = widgets.HTML(value="", layout=widgets.Layout(width="100%"))
+        self.hint = widgets.HTML(value="", layout=widgets.Layout(display="none"))
+        self.detail = widgets.HTML(value="")
+        self.details = widgets.Accordion(children=[self.detail], selected_index=None)
+        self.details.set_title(0, "details: counts, batches")
         self.widget = widgets.VBox(
             [
-                self.title,
-                widgets.HBox([self.progress, self.progress_label]),
-                self.stacked_bar,
-                self.legend,
-                self.note,
                 widgets.HBox(
-                    [self.info, self.cancel_button], layout=widgets.Layout(align_items="center")
+                    [self.header, self.cancel_button],
+                    layout=widgets.Layout(align_items="center", justify_content="space-between"),
                 ),
-                self.message,
-                self.totals,
-            ]
+                self.bar,
+                self.hint,
+                self.details,
+            ],
+            layout=widgets.Layout(max_width="60em"),
         )
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        if self.snapshot is None:
+    # -- showing -----------------------------------------------------------------------
+
+    def _bundle(self) -> dict[str, Any]:
+        snap = self.snapshot
+        if snap is None:
             return {
                 "text/plain": "claude_lab job (starting)",
+                "text/html": '<div class="claude-lab-summary">claude_lab job (starting)</div>',
                 WIDGET_VIEW_MIME: self.widget.get_view_spec(),
             }
-        return mimebundle(self.snapshot, self.widget)
+        return mimebundle(snap, None if self.closed else self.widget)
 
-    # -- rendering (called under the display lock, from any thread) ----------
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return self._bundle()
+
+    def show(self, snap: Snapshot | None = None) -> None:
+        """Display in the current output: the live view the first time, the result card
+        once the job ended, and otherwise a pointer to the live view (one live view)."""
+        from IPython.display import display
+
+        with self._lock:
+            if snap is not None and self.snapshot is None:
+                self.snapshot = snap
+            if self.closed:
+                display(self._bundle(), raw=True)
+                return
+            if self._live_shown:
+                bundle = self._pointer_bundle()
+            else:
+                self._live_shown = True
+                bundle = self._bundle()
+            self._handles.append(display(bundle, raw=True, display_id=True))
+
+    def adopt(self, previous: object) -> bool:
+        """Take over the outputs of an earlier display of the same job (a retry shows in
+        the place of the card it follows); False when there are none."""
+        handles = list(getattr(previous, "_handles", ()))
+        if not handles:
+            return False
+        with self._lock:
+            self._handles = handles
+            self._live_shown = True
+            handles[0].update(self._bundle(), raw=True)
+            for handle in handles[1:]:
+                handle.update(self._pointer_bundle(), raw=True)
+        return True
+
+    def _pointer_bundle(self) -> dict[str, Any]:
+        current = self.snapshot
+        plain = f"claude_lab job {current.job_id if current else ''}: live progress above"
+        return {
+            "text/plain": plain,
+            "text/html": f'<div class="claude-lab-summary">{html.escape(plain)}</div>',
+        }
+
+    def waiting(self, cancel_works: bool) -> None:
+        """Told by a blocking ``wait()``: when clicks cannot be handled while it blocks,
+        say how to stop instead of offering a button that does nothing."""
+        with self._lock:
+            if cancel_works or self.closed or self.snapshot is None:
+                return
+            job = self.snapshot.job_id
+            self.cancel_button.disabled = True
+            self.hint.value = (
+                "<i>Cancel cannot be clicked while this cell waits here. To stop: interrupt "
+                f"the kernel (■), then run <code>claude_lab.attach('{html.escape(job)}')"
+                ".cancel()</code>.</i>"
+            )
+            self.hint.layout.display = ""
+
+    # -- rendering (called under the display lock, from any thread) ----------------------
 
     def _render(self, snap: Snapshot, final: bool) -> None:
-        self.title.value = _title_html(snap)
-
-        total = max(snap.requests, 0)
-        finished = min(snap.finished, total)
-        with self.progress.hold_sync():
-            if total == 0 and final:
-                # Nothing was sent (all cached/skipped): show a full bar, not an empty one.
-                self.progress.max, self.progress.value = 1, 1
-            else:
-                # max before value: ipywidgets clamps value to the current max.
-                self.progress.max = max(total, 1)
-                self.progress.value = finished
-            if final:
-                self.progress.bar_style = outcome(snap) or "info"
-        if total:
-            self.progress_label.value = f"{finished} / {total} finished"
-        else:  # nothing sent yet (preparing, submitting), or nothing to send at all
-            self.progress_label.value = "no requests sent" if final else f"{snap.status}…"
-
-        for key, seg in self.segments.items():
-            n = snap.count(key)
-            pct = 100.0 * n / total if total else 0.0
-            with seg.hold_sync():
-                seg.layout.width = f"{pct:.4f}%"
-                seg.layout.display = "" if n else "none"
-                seg.value = _segment_html(key, n, pct)
-        self.legend.value = _legend_html(snap)
-
-        self.note.layout.display = "" if snap.counts_held and not final else "none"
-
-        info = [f"elapsed {format_duration(snap.elapsed)}"]
-        if cost := cost_text(snap):
-            info.append(cost)
-        self.info.value = " · ".join(info)
-
-        if final or snap.status in _NOT_CANCELABLE or snap.done:
+        if final:
+            self._finish(snap)
+            return
+        rate = self.rate.rate
+        self.header.value = _header_html(snap, rate, self.rate.eta(snap))
+        self.bar.value = bar_html(snap)
+        self.detail.value = _details_html(snap)
+        if snap.status in _NOT_CANCELABLE or snap.done:
             self.cancel_button.disabled = True
         if self._cancel_clicked and snap.status == "canceling":
             self.cancel_button.description = "Canceling…"
 
-        if snap.error:
-            self.message.value = f"<b>Error:</b> {html.escape(snap.error)}"
-            self.message.layout.display = ""
-        if final:
-            self.totals.value = _totals_html(snap)
-            self.totals.layout.display = ""
+    def _finish(self, snap: Snapshot) -> None:
+        """Replace every output of this display with the static card; close the widgets."""
+        self.final_bundle = mimebundle(snap)  # no widget view: it is about to be closed
+        self.header.value = html.escape(text_summary(snap))
+        self.bar.value = bar_html(snap)
+        self.detail.value = _details_html(snap)
+        self.cancel_button.disabled = True
+        for handle in self._handles:
+            handle.update(self.final_bundle, raw=True)
+        if self._handles:  # shown: the card took the widget's place, free its models
+            for w in (
+                self.widget,
+                *self.widget.children,
+                self.header,
+                self.cancel_button,
+                self.bar,
+                self.hint,
+                self.details,
+                self.detail,
+            ):
+                w.close()
 
-    # -- cancel ----------------------------------------------------------------
+    # -- cancel ---------------------------------------------------------------------------
 
     def _clicked(self, _button: widgets.Button) -> None:
         # Clicks arrive on the kernel's thread while renders run on the job's
@@ -244,5 +247,5 @@ class WidgetDisplay(ThrottledDisplay):
                 if not self.closed:
                     self.cancel_button.disabled = False
                     self.cancel_button.description = "Cancel"
-                self.message.value = f"<b>Cancel failed:</b> {html.escape(str(exc))}"
-                self.message.layout.display = ""
+                self.hint.value = f"<b>Cancel failed:</b> {html.escape(str(exc))}"
+                self.hint.layout.display = ""

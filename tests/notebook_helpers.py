@@ -213,6 +213,16 @@ class Kernel:
             elif content["execution_state"] == "idle":
                 ex.idle_at = pos
 
+    def comm_opened(self, model_name: str, start: int = 0) -> list[str]:
+        """comm ids of the widgets of one model class opened since log position ``start``."""
+        return [
+            m["content"]["comm_id"]
+            for m in self.log[start:]
+            if m["msg_type"] == "comm_open"
+            and ((m["content"].get("data") or {}).get("state") or {}).get("_model_name")
+            == model_name
+        ]
+
     def updates_of(
         self, comm_id: str, key: str, start: int = 0, stop: int | None = None
     ) -> Iterator[tuple[int, Any]]:
@@ -224,13 +234,20 @@ class Kernel:
 
 def widget_ids_code(job: str) -> str:
     """Kernel expression: the model ids of the parts of ``job``'s widget display."""
-    parts = "('widget', 'progress', 'progress_label', 'legend', 'cancel_button', 'totals')"
+    parts = "('widget', 'header', 'bar', 'cancel_button', 'hint', 'detail')"
     return f"{{k: getattr({job}._display, k).model_id for k in {parts}}}"
 
 
-LEGEND_COUNT = re.compile(r"(processing|succeeded|errored|canceled|expired) <b>(\d+)</b>")
+LEGEND_COUNT = re.compile(r"(processing|succeeded|errored|canceled|expired) <b>([\d,]+)</b>")
+FINISHED = re.compile(r"([\d,]+)/([\d,]+) finished")
 
 
 def legend_counts(legend_html: str) -> dict[str, int]:
-    """The five counts the widget's legend shows, parsed from its HTML."""
-    return {k: int(v) for k, v in LEGEND_COUNT.findall(legend_html)}
+    """The five counts the widget's fold-out shows, parsed from its HTML."""
+    return {k: int(v.replace(",", "")) for k, v in LEGEND_COUNT.findall(legend_html)}
+
+
+def finished_of(header_html: str) -> tuple[int, int] | None:
+    """(finished, total) from the widget's header line, if it shows them."""
+    m = FINISHED.search(header_html)
+    return (int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))) if m else None

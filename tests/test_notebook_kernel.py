@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nbformat
@@ -25,6 +25,7 @@ from notebook_helpers import (
     Kernel,
     KernelError,
     child_env,
+    finished_of,
     legend_counts,
     widget_ids_code,
 )
@@ -116,7 +117,9 @@ def test_run_all_runs_every_queued_cell(tmp_path: Path) -> None:
             kernel.wait(ex, timeout=60)
         for n, ex in enumerate(queued, start=1):
             assert ex.reply is not None and ex.reply["status"] == "ok", (n, ex.traceback())
-            assert ex.reply["execution_count"] == n
+            assert ex.reply["execution_count"] == n, [
+                (q.code[:20], q.reply and q.reply["execution_count"], q.busy_at) for q in queued
+            ]
         batch_cell = queued[2]
         shown = batch_cell.of_type("display_data")
         assert len(shown) == 1 and WIDGET_VIEW_MIME in shown[0]["content"]["data"]
@@ -137,23 +140,30 @@ def test_widget_keeps_updating_after_the_cell_returns(kernel: Kernel) -> None:
     # 40 rows, 2 at a time, 0.15 s each: about 3 s of batch.
     start_emulator(kernel, counts="incremental", request_seconds=0.15, concurrency=2)
     shown = kernel.run("job = " + batch_call(40, wait=False))
-    # The cell returned a job, not a table: it did not wait for the batch.
-    assert kernel.value("type(job).__name__") == "BatchJob"
     assert WIDGET_VIEW_MIME in shown.of_type("display_data")[0]["content"]["data"]
     ids = kernel.value(widget_ids_code("job"))
 
-    blocking = kernel.run("time.sleep(2.0)\njob.done()")
+    # Another cell blocks until the batch is part done (polled in the kernel, no sleeps).
+    blocking = kernel.run(
+        "_end = time.monotonic() + 20\n"
+        "while job.request_counts['succeeded'] < 20:\n"
+        "    assert time.monotonic() < _end\n"
+        "    time.sleep(0.02)\n"
+        "job.done()"
+    )
     assert blocking.result == "False", "the batch should outlast the blocking cell"
     during = [
-        v
-        for _, v in kernel.updates_of(ids["progress"], "value", blocking.busy_at, blocking.idle_at)
+        f[0]
+        for _, v in kernel.updates_of(ids["header"], "value", blocking.busy_at, blocking.idle_at)
+        if (f := finished_of(v))
     ]
-    assert len(set(during)) >= 3, f"too few live updates while another cell ran: {during}"
-    assert during == sorted(during) and during[0] > 0 and during[-1] < 40
+    assert len(set(during)) >= 2, f"too few live updates while another cell ran: {during}"
+    assert during == sorted(during)
 
     kernel.run("out = job.result(timeout=20)")
     kernel.drain(0.3)
-    assert kernel.widgets[ids["progress"]]["value"] == kernel.value("job.snapshot().requests")
+    final = [m for m in kernel.log if m["msg_type"] == "update_display_data"][-1]
+    assert final["content"]["data"]["text/plain"].startswith("claude_lab job ended")
 
 
 def test_widget_counts_match_request_counts(kernel: Kernel) -> None:
@@ -164,60 +174,128 @@ def test_widget_counts_match_request_counts(kernel: Kernel) -> None:
         concurrency=2,
         faults={"error_rate": 0.15},
     )
-    cell = kernel.run("job = " + batch_call(40, wait=False) + "\nout = job.result(timeout=30)")
-    ids = kernel.value(widget_ids_code("job"))
+    shown = kernel.run("job = " + batch_call(40, wait=False))
+    ids = kernel.value(widget_ids_code("job"))  # (while it runs: at the end they are closed)
+    kernel.run("out = job.result(timeout=30)")
     size = kernel.value("job.snapshot().requests")
     counts = kernel.value("job.request_counts")
     assert size == 39  # 40 rows, one question asked twice: sent once
     assert sum(counts.values()) == size and counts["errored"] > 0 and counts["processing"] == 0
 
     seen = [
-        legend_counts(v) for _, v in kernel.updates_of(ids["legend"], "value", cell.busy_at) if v
-    ]  # (the legend is empty until the first render)
+        legend_counts(v) for _, v in kernel.updates_of(ids["detail"], "value", shown.busy_at) if v
+    ]
     assert seen and all(
         set(c) == {"processing", "succeeded", "errored", "canceled", "expired"} for c in seen
     )
-    # Before the batch exists the widget shows zeros; from then on the five counts add up.
+    # Before the batch exists the display shows zeros; from then on the five counts add up.
     assert all(sum(c.values()) in (0, size) for c in seen), seen
-    seen = [c for c in seen if sum(c.values())]
-    assert len(seen) >= 3
-    finished = [size - c["processing"] for c in seen]
-    assert finished == sorted(finished)
-    assert any(0 < f < size for f in finished), f"no intermediate counts: {finished}"
-    labels = [v for _, v in kernel.updates_of(ids["progress_label"], "value", cell.busy_at) if v]
-    assert labels[0] in ("preparing…", "submitting…"), labels
-    assert all(re.fullmatch(rf"\d+ / {size} finished", v) for v in labels[1:] if "…" not in v)
-    assert labels[-1] == f"{size} / {size} finished"
+    finished = [
+        f
+        for _, v in kernel.updates_of(ids["header"], "value", shown.busy_at)
+        if (f := finished_of(v))
+    ]
+    assert all(total == size for _, total in finished)
+    done = [n for n, _ in finished]
+    assert done == sorted(done) and any(0 < n < size for n in done), done
+    assert seen[-1] == counts
 
+    # The end: the output is the static card (no widget view), with the next step.
     kernel.drain(0.3)
-    final = {k: kernel.widgets[ids[k]] for k in ("progress", "legend", "totals", "cancel_button")}
-    assert legend_counts(final["legend"]["value"]) == counts
-    assert final["progress"]["value"] == final["progress"]["max"] == size
-    assert final["progress"]["bar_style"] == "warning"  # some rows errored
-    assert final["totals"]["value"].startswith("<b>Done, some rows failed:</b>")
-    assert f"errored {counts['errored']}" in final["totals"]["value"]
-    assert final["cancel_button"]["disabled"] is True
+    final = [m for m in kernel.log if m["msg_type"] == "update_display_data"][-1]["content"]["data"]
+    assert WIDGET_VIEW_MIME not in final
+    assert f"{counts['errored']} errored → <code>job.retry()</code>" in final["text/html"]
+    assert (
+        f"Done: {counts['succeeded']} succeeded, {counts['errored']} errored" in final["text/html"]
+    )
 
 
-def test_cancel_button_cancels_the_job(kernel: Kernel) -> None:
+def _wait_for_log(kernel: Kernel, found: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not found():
+        assert time.monotonic() < deadline, "the kernel never showed it"
+        kernel.pump(0.05)
+
+
+def test_cancel_click_lands_while_a_wait_true_cell_blocks(kernel: Kernel) -> None:
+    """The default call blocks its cell; the Cancel click must still be handled then,
+    and Run All's next cell must still run after it, in order."""
     start_emulator(kernel, counts="incremental", request_seconds=0.25, concurrency=2)
-    kernel.run("job = " + batch_call(40, wait=False))
-    ids = kernel.value(widget_ids_code("job"))
-    wait_in_kernel(kernel, "job.batch_ids and job.request_counts['succeeded'] >= 2")
+    since = len(kernel.log)
+    cell = kernel.send("out = " + batch_call(40))
+    queued = kernel.send("after = out.claude_status.value_counts().to_dict()")  # Run All
 
-    kernel.click(ids["cancel_button"])  # as JupyterLab sends a click
-    kernel.run("out = job.result(timeout=20)", timeout=30)
-    status = kernel.value("out.claude_status.value_counts().to_dict()")
-    assert kernel.value("job.status") == "canceled"
+    buttons: list[str] = []
+    headers: list[str] = []
+
+    def two_finished() -> bool:
+        buttons[:] = kernel.comm_opened("ButtonModel", since)
+        headers[:] = kernel.comm_opened("HTMLModel", since)[:1]
+        if not (buttons and headers):
+            return False
+        return any(
+            (f := finished_of(v)) is not None and f[0] >= 2
+            for _, v in kernel.updates_of(headers[0], "value", since)
+        )
+
+    _wait_for_log(kernel, two_finished)
+    assert not cell.done, "the wait=True cell should still be blocking"
+    kernel.click(buttons[0])  # as JupyterLab sends a click, while the cell blocks
+
+    kernel.wait(cell, timeout=30)
+    kernel.wait(queued, timeout=30)
+    assert cell.reply is not None and cell.reply["status"] == "ok", cell.traceback()
+    assert queued.reply is not None and queued.reply["status"] == "ok", queued.traceback()
+    assert cell.idle_at < queued.busy_at, "the queued cell must run after the blocked one"
+    status = kernel.value("after")
     assert status.get("canceled", 0) > 0 and status.get("succeeded", 0) >= 2
     assert sum(status.values()) == 40
     assert kernel.value("emu.count('POST', '/v1/messages/batches/*/cancel')") == 1
+    clicks = [v for _, v in kernel.updates_of(buttons[0], "description", since)]
+    assert "Canceling…" in clicks
 
+    final = cell.of_type("update_display_data")[-1]["content"]["data"]
+    assert WIDGET_VIEW_MIME not in final, "a finished job's output must not need the widget"
+    card = re.search(r"Canceled: (\d+) kept, (\d+) canceled", final["text/html"])
+    assert card, final["text/html"]
+    kept, canceled = int(card.group(1)), int(card.group(2))
+    assert kept >= 2 and canceled > 0
+    assert kept + canceled == kernel.value("out.attrs['claude_lab']['requests']")
+    assert final["text/plain"].startswith("claude_lab job canceled")
+
+
+def test_job_idiom_shows_one_live_view(kernel: Kernel) -> None:
+    start_emulator(kernel, counts="incremental", request_seconds=0.2, concurrency=2)
+    first = kernel.run("job = " + batch_call(20, wait=False))
+    again = kernel.run("job")
+    views = [
+        m
+        for ex in (first, again)
+        for m in ex.of_type("display_data", "execute_result")
+        if WIDGET_VIEW_MIME in m["content"]["data"]
+    ]
+    assert len(views) == 1, "the `job` idiom must show one live view"
+    assert (
+        "live progress above" in again.of_type("display_data")[0]["content"]["data"]["text/plain"]
+    )
+    kernel.run("out = job.result(timeout=30)")
     kernel.drain(0.3)
-    assert kernel.widgets[ids["cancel_button"]]["disabled"] is True
-    assert kernel.widgets[ids["progress"]]["bar_style"] == "danger"
-    assert kernel.widgets[ids["totals"]]["value"].startswith("<b>Stopped:</b>")
-    assert "canceled" in kernel.widgets[ids["legend"]]["value"]
+    # Both outputs end as the result card; a `job` shown after the end is the card too.
+    for ex in (first, again):
+        display_id = ex.of_type("display_data")[0]["content"]["transient"]["display_id"]
+        updates = [
+            m
+            for m in kernel.log
+            if m["msg_type"] == "update_display_data"
+            and m["content"]["transient"]["display_id"] == display_id
+        ]
+        assert updates and updates[-1]["content"]["data"]["text/plain"].startswith(
+            "claude_lab job ended"
+        )
+    late = kernel.run("job")
+    (out,) = late.of_type("display_data")
+    assert WIDGET_VIEW_MIME not in out["content"]["data"]
+    assert "Done: 20 succeeded" in out["content"]["data"]["text/html"]
 
 
 # -- interrupt ----------------------------------------------------------------------------
@@ -358,11 +436,11 @@ def test_saved_outputs_carry_final_text_and_html_fallbacks(tmp_path: Path) -> No
     for index, plain in expected.items():
         (output,) = saved.cells[index].outputs
         data = output["data"]
-        assert WIDGET_VIEW_MIME in data
+        assert WIDGET_VIEW_MIME not in data, "a saved job output must not need the widget"
         assert data["text/plain"] == plain
         assert not VOLATILE_ID.search(data["text/plain"])
         html = data["text/html"]
-        assert html.startswith('<div class="claude-lab-summary">')
+        assert html.startswith('<div class="claude-lab-summary"')
         assert "<td><b>ended</b></td>" in html
         assert re.search(r'<span class="claude-lab-ids">job_[0-9a-f]+ · msgbatch_', html)
     assert saved.cells[3].outputs == []

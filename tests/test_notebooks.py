@@ -76,7 +76,7 @@ def test_stored_notebook_shows_final_job_summaries(name: str) -> None:
         for cell in nb["cells"]
         if cell["cell_type"] == "code"
         for out in cell["outputs"]
-        if WIDGET_VIEW_MIME in out.get("data", {})
+        if "claude-lab-summary" in "".join(out.get("data", {}).get("text/html", ""))
     ]
     assert displays, "the notebook shows no job display"
     for out in displays:
@@ -89,6 +89,8 @@ def test_stored_notebook_shows_final_job_summaries(name: str) -> None:
         # ids only inside the span a sanitizer (or a reader) can recognise
         outside = re.sub(r'<span class="claude-lab-ids">.*?</span>', "", html)
         assert not VOLATILE_ID.search(outside), html
+        # A reopened notebook must show the card, not "model not found".
+        assert WIDGET_VIEW_MIME not in out["data"], "a saved job output carries a widget view"
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             assert cell["execution_count"] is not None, "stored notebook has unrun cells"
