@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["COLOURS", "SHAPES", "draw", "png", "shapes", "write_all"]
+__all__ = ["COLOURS", "SHAPES", "draw", "look", "png", "shapes", "write_all"]
 
 DIR = Path(__file__).parent / "data" / "shapes"
 SIZE = 48
@@ -67,6 +67,39 @@ def draw(shape: str, colour: str, size: int = SIZE) -> bytes:
         for y in range(size)
     ]
     return png(size, size, rows)
+
+
+def look(data: bytes) -> dict[str, str]:
+    """What a PNG drawn by :func:`draw` shows: ``{"shape": ..., "colour": ...}``.
+
+    A stand-in for vision in the offline demo: it reads the pixels back (8-bit RGB,
+    unfiltered rows, as :func:`png` writes them) and judges the shape by how much of its
+    bounding box the ink fills (square ~1, circle ~0.79, triangle ~0.5).
+    """
+    width, height = struct.unpack(">II", data[16:24])
+    pos, idat = 8, b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            idat += data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = 1 + 3 * width
+    ink: list[tuple[int, int, tuple[int, int, int]]] = []
+    for y in range(height):
+        row = raw[y * stride + 1 : (y + 1) * stride]
+        for x in range(width):
+            px = (row[3 * x], row[3 * x + 1], row[3 * x + 2])
+            if px != (255, 255, 255):
+                ink.append((x, y, px))
+    if not ink:
+        return {"shape": "none", "colour": "none"}
+    xs, ys = [p[0] for p in ink], [p[1] for p in ink]
+    fill = len(ink) / ((max(xs) - min(xs) + 1) * (max(ys) - min(ys) + 1))
+    shape = "square" if fill > 0.95 else "circle" if fill > 0.65 else "triangle"
+    rgb = ink[len(ink) // 2][2]
+    colour = min(COLOURS, key=lambda c: sum((a - b) ** 2 for a, b in zip(COLOURS[c], rgb)))
+    return {"shape": shape, "colour": colour}
 
 
 def write_all(directory: Path = DIR) -> list[Path]:

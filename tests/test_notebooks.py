@@ -22,7 +22,7 @@ from notebook_helpers import VOLATILE_ID, WIDGET_VIEW_MIME, child_env
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 SANITIZE = NOTEBOOKS / "sanitize.cfg"
-NAMES = ["quickstart", "evaluation"]
+NAMES = ["quickstart", "evaluation", "images"]
 
 
 def _load(name: str) -> dict:
