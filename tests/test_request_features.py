@@ -10,7 +10,7 @@ import pandas as pd
 import pydantic
 import pytest
 
-import claude_lab  # noqa: F401  (registers df.claude)
+import claude_lab
 from claude_lab import pricing
 from claude_lab.emulator import Emulator, serve
 from claude_lab.emulator.features import REDACTED_THINKING_TRIGGER
@@ -273,3 +273,18 @@ def test_prefill_is_refused_before_sending_where_the_model_does_not(fast: Emulat
     with pytest.raises(InputError, match="does not support"):
         _items().claude.batch(PREFILL, model="claude-sonnet-4-6", client=fast.client(), **FAST)
     assert fast.count(*CREATE) == 0
+
+
+def test_attach_rebuilds_forced_tool_and_thinking_columns(fast: Emulator) -> None:
+    out = _items(2).claude.batch(
+        "Label {item}.",
+        tools=[Label],
+        tool_choice="Label",
+        model="claude-haiku-4-5",
+        client=fast.client(),
+        **FAST,
+    )
+    job_id = out.attrs["claude_lab"]["job_id"]
+    again = claude_lab.attach(job_id, client=fast.client(), progress=None).result()
+    assert again["claude_label"].tolist() == out["claude_label"].tolist()
+    assert again["claude_tool_calls"].tolist() == out["claude_tool_calls"].tolist()
