@@ -415,7 +415,7 @@ def _cost_cell(snap: Snapshot) -> str:
 _CARD_STYLE = (
     "font-family:var(--jp-ui-font-family, sans-serif);font-size:var(--jp-ui-font-size1, 13px);"
     "color:var(--jp-ui-font-color1, inherit);border-left:3px solid {accent};padding:2px 8px;"
-    "max-width:60em"
+    "overflow-x:auto"
 )
 _ACCENT = {
     "success": COLOR_VARS["succeeded"],
@@ -458,7 +458,10 @@ def html_summary(snap: Snapshot) -> str:
         parts.append(f'<div class="claude-lab-next">Next: {_code(step)}</div>')
     if snap.requests or snap.done:
         parts.append(bar_html(snap, height="6px"))
-    parts.append(f"<table><thead><tr>{th}</tr></thead><tbody><tr>{td}</tr></tbody></table>")
+    parts.append(
+        '<table style="margin:2px 0;font-size:var(--jp-ui-font-size0, 11px)">'
+        f"<thead><tr>{th}</tr></thead><tbody><tr>{td}</tr></tbody></table>"
+    )
     if snap.traceback:
         parts.append(
             f"<details><summary>traceback</summary><pre>{e(snap.traceback)}</pre></details>"

@@ -94,12 +94,16 @@ class WidgetDisplay(ThrottledDisplay):
         self._live_shown = False
         self.final_bundle: dict[str, Any] | None = None
 
-        self.header = widgets.HTML(value=_header_html(None, None, None))
+        self.header = widgets.HTML(
+            value=_header_html(None, None, None), layout=widgets.Layout(flex="1 1 auto")
+        )
         self.cancel_button = widgets.Button(
             description="Cancel",
             icon="stop",
             tooltip="Cancel the job's batches; requests that already finished are kept.",
-            layout=widgets.Layout(width="auto", display="" if on_cancel else "none"),
+            layout=widgets.Layout(
+                width="auto", flex="0 0 auto", display="" if on_cancel else "none"
+            ),
         )
         self.cancel_button.on_click(self._clicked)
         self.bar = widgets.HTML(value="", layout=widgets.Layout(width="100%"))

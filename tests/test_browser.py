@@ -8,10 +8,10 @@ Debian's chromium or Playwright is missing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,38 +28,50 @@ from notebook_helpers import child_env
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = Path(__file__).resolve().parents[1] / "browser_check.png"
 ROWS = 60
+#: Set to a folder to keep the screenshots (docs/display-light.png is made this way).
+SHOTS = os.environ.get("CLAUDE_LAB_SCREENSHOTS")
+#: "light" or "dark": the JupyterLab theme of the run.
+THEME = os.environ.get("CLAUDE_LAB_THEME", "light")
 
 CELLS = [
-    # 60 rows, 2 at a time, 0.1 s each: about 3 s of batch with moving counts.
     "import claude_lab\n"
     "from claude_lab.demo import load_sample\n"
     "from claude_lab.emulator import serve\n"
     f"df = load_sample().head({ROWS})\n"
-    "emu = serve(counts='incremental', request_seconds=0.1, concurrency=2, seed=0).start()\n"
+    "emu = serve(counts='incremental', request_seconds=0.1, concurrency=2, seed=0,\n"
+    "            faults={'error_rate': 0.2, 'error_types': ['overloaded_error']}).start()\n"
     "client = emu.client()",
+    # A small job that ends with errors: its output becomes the result card.
+    "first = df.head(12).claude.batch('Q: {question}', model='claude-haiku-4-5', "
+    "max_tokens=32, client=client, poll_interval=(0.1, 0.3))",
+    # 60 rows, 2 at a time, 0.1 s each: about 3 s of batch with moving counts.
+    "emu.faults = {}\n"
     "out = df.claude.batch('Question: {question}\\nAnswer with a single number.', "
     "model='claude-haiku-4-5', max_tokens=32, client=client, poll_interval=(0.1, 0.3))",
+    # A live display whose cost line holds two dollar amounts (as on a multi-batch job).
+    "from claude_lab.progress import Snapshot\n"
+    "from claude_lab.widget import WidgetDisplay\n"
+    "shown = WidgetDisplay(on_cancel=lambda: None, min_interval=0)\n"
+    "shown.update(Snapshot(job_id='job_cost', batch_ids=(), status='in_progress', "
+    "counts={'processing': 5, 'succeeded': 5}, requests=10, rows=10, counts_move=True, "
+    "cost_usd=0.0123, estimated_cost_usd=0.05))\n"
+    "display(shown.widget)",
     "print('requests', out.attrs['claude_lab']['requests'], "
     "'status', out.claude_status.value_counts().to_dict())",
 ]
 
-# What the batch cell's output area shows, read in the page.
-READ_WIDGET = """
-() => {
-  const cell = document.querySelectorAll('.jp-Notebook .jp-CodeCell')[1];
+# What one cell's output area shows, read in the page.
+READ_OUTPUT = """
+(index) => {
+  const cell = document.querySelectorAll('.jp-Notebook .jp-CodeCell')[index];
   if (!cell) return null;
   const out = cell.querySelector('.jp-OutputArea');
-  const bar = out.querySelector('.widget-hprogress');
-  const labels = [...out.querySelectorAll('.widget-label')].map(e => e.textContent.trim());
-  const fill = bar ? bar.querySelector('.progress-bar') : null;
   return {
     text: out.innerText,
-    bar: !!bar,
-    fallback: !!out.querySelector('.claude-lab-summary'),
-    finished: labels.find(t => / finished$/.test(t)) || null,
-    barClass: fill ? fill.className : null,
+    live: !!out.querySelector('.claude-lab-bar') && !!out.querySelector('.widget-button'),
+    card: !!out.querySelector('.claude-lab-summary .claude-lab-headline'),
+    math: out.querySelectorAll('mjx-container, .MathJax, .katex').length,
   };
 }
 """
@@ -104,6 +116,9 @@ def lab(tmp_path: Path) -> Iterator[dict[str, Any]]:
     )
     notification.parent.mkdir(parents=True)
     notification.write_text('{"fetchNews": "false"}')
+    theme = tmp_path / "settings/@jupyterlab/apputils-extension/themes.jupyterlab-settings"
+    name = "JupyterLab Dark" if THEME == "dark" else "JupyterLab Light"
+    theme.write_text(f'{{"theme": "{name}"}}')
     cmd = [
         sys.executable,
         "-m",
@@ -131,7 +146,7 @@ def lab(tmp_path: Path) -> Iterator[dict[str, Any]]:
             except OSError:
                 assert time.monotonic() < deadline, "JupyterLab did not start within 30 s"
                 time.sleep(0.2)
-        yield {"base": base, "token": token, "log": tmp_path / "jupyterlab.log"}
+        yield {"base": base, "token": token, "log": tmp_path / "jupyterlab.log", "root": root}
     finally:
         try:  # the clean way: the server stops its kernels and exits
             req = urllib.request.Request(
@@ -174,7 +189,20 @@ def _wait_done(page: Any, index: int, timeout: float = 30) -> None:
         page.wait_for_timeout(100)
 
 
-def test_widget_renders_live_in_jupyterlab(lab: dict[str, Any], tmp_path: Path) -> None:
+def _open(browser: Any, lab: dict[str, Any]) -> Any:
+    page = browser.new_page(viewport={"width": 1100, "height": 1000})
+    page.goto(f"{lab['base']}/lab/tree/check.ipynb?token={lab['token']}")
+    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=40_000)
+    return page
+
+
+def _shot(page: Any, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.locator(".jp-NotebookPanel").screenshot(path=str(Path(SHOTS) / f"{name}-{THEME}.png"))
+
+
+def test_display_live_then_a_card_that_survives_reopening(lab: dict[str, Any]) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -191,47 +219,83 @@ def test_widget_renders_live_in_jupyterlab(lab: dict[str, Any], tmp_path: Path) 
             ],
         )
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(f"{lab['base']}/lab/tree/check.ipynb?token={lab['token']}")
-            page.wait_for_selector(
-                '.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=40_000
-            )
+            page = _open(browser, lab)
             page.locator(".jp-Notebook .jp-CodeCell").first.click()
-
-            _run_cell(page, 0)
-            _wait_done(page, 0)
-            _run_cell(page, 1)
-
-            states = []
-            deadline = time.monotonic() + 40
-            while not re.fullmatch(r"\[\d+\]:", _prompt(page, 1).strip()):
-                assert time.monotonic() < deadline, "the batch cell did not finish"
-                state = page.evaluate(READ_WIDGET)
-                if state and state["finished"]:
-                    states.append(state["finished"])
-                page.wait_for_timeout(100)
+            for index in (0, 1):
+                _run_cell(page, index)
+                _wait_done(page, index)
             _run_cell(page, 2)
-            _wait_done(page, 2)
 
-            printed = page.locator(".jp-Notebook .jp-CodeCell").nth(2).inner_text()
-            match = re.search(r"requests (\d+) status \{'succeeded': (\d+)\}", printed)
-            assert match, printed
-            requests, rows = int(match.group(1)), int(match.group(2))
-            assert rows == ROWS
+            states, shot = [], False
+            deadline = time.monotonic() + 40
+            while not re.fullmatch(r"\[\d+\]:", _prompt(page, 2).strip()):
+                assert time.monotonic() < deadline, "the batch cell did not finish"
+                state = page.evaluate(READ_OUTPUT, 2)
+                if state and state["live"]:
+                    found = re.search(r"(\d+)/(\d+) finished", state["text"])
+                    if found:
+                        states.append((int(found.group(1)), int(found.group(2))))
+                        if not shot and 0 < states[-1][0] < states[-1][1]:
+                            _shot(page, "display")  # the card above, the live view below
+                            shot = True
+                page.wait_for_timeout(100)
+            for index in (3, 4):
+                _run_cell(page, index)
+                _wait_done(page, index)
+            page.wait_for_timeout(300)  # let the last messages render
+            first, final, cost = (page.evaluate(READ_OUTPUT, i) for i in (1, 2, 3))
+            printed = page.locator(".jp-Notebook .jp-CodeCell").nth(4).inner_text()
 
-            page.wait_for_timeout(300)  # let the last comm messages render
-            final = page.evaluate(READ_WIDGET)
-            page.screenshot(path=str(tmp_path / "browser_check.png"), full_page=True)
-            shutil.copyfile(tmp_path / "browser_check.png", SCREENSHOT)
+            # Save, stop the kernel, open the notebook again: widget models are gone.
+            page.keyboard.press("Control+s")
+            page.wait_for_timeout(1000)
+            page.close()
+            sessions = json.loads(_api(lab, "GET", "/api/sessions"))
+            for session in sessions:
+                _api(lab, "DELETE", f"/api/sessions/{session['id']}")
+            page = _open(browser, lab)
+            page.wait_for_timeout(1500)
+            reopened = page.evaluate(READ_OUTPUT, 2)
+            reopened_first = page.evaluate(READ_OUTPUT, 1)
+            _shot(page, "reopened")
         finally:
             browser.close()
 
-    assert final["bar"], f"no widget in the output, it shows: {final['text']!r}"
-    assert not final["fallback"], "the text/html fallback is shown instead of the widget"
-    assert "Loading widget" not in final["text"] and "Error displaying widget" not in final["text"]
-    counts = [tuple(map(int, re.findall(r"\d+", s))) for s in states]
-    assert all(total == requests for _, total in counts), states
-    assert any(0 < done < requests for done, _ in counts), f"no intermediate counts: {states}"
-    assert final["finished"] == f"{requests} / {requests} finished"
-    assert "progress-bar-success" in final["barClass"], final["barClass"]
-    assert f"Done: succeeded {requests}" in final["text"], final["text"]
+    match = re.search(r"requests (\d+) status \{'succeeded': (\d+)\}", printed)
+    assert match and int(match.group(2)) == ROWS, printed
+    requests = int(match.group(1))
+    assert states and all(total == requests for _, total in states), states
+    assert any(0 < done < requests for done, _ in states), f"no intermediate counts: {states}"
+
+    # At the end each job output is the static card, not the widget.
+    assert final["card"] and not final["live"], final["text"]
+    assert f"Done: {requests} succeeded" in final["text"], final["text"]
+    assert first["card"] and re.search(r"\d+ errored → job\.retry\(\)", first["text"]), first
+    # Two dollar amounts on one line stay text: nothing typeset as maths.
+    assert "cost $0.0123 / estimated ≤ $0.0500" in cost["text"], cost["text"]
+    assert cost["math"] == 0
+
+    # Reopened with no kernel: the saved card, never "model not found".
+    for shown in (reopened, reopened_first):
+        assert shown["card"], shown["text"]
+        assert "Error displaying widget" not in shown["text"]
+        assert "model not found" not in shown["text"]
+    assert f"Done: {requests} succeeded" in reopened["text"]
+    assert saved_outputs_have_no_widget_view(lab["root"] / "check.ipynb")
+
+
+def _api(lab: dict[str, Any], method: str, path: str) -> str:
+    req = urllib.request.Request(
+        f"{lab['base']}{path}", method=method, headers={"Authorization": f"token {lab['token']}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return resp.read().decode() or "null"
+
+
+def saved_outputs_have_no_widget_view(path: Path) -> bool:
+    """The saved notebook's job outputs hold the card only (cells 1 and 2)."""
+    nb = nbformat.read(path, as_version=4)
+    outputs = [o for cell in nb.cells[1:3] for o in cell.outputs]
+    return bool(outputs) and all(
+        "application/vnd.jupyter.widget-view+json" not in o.get("data", {}) for o in outputs
+    )
