@@ -1106,10 +1106,13 @@ class Journal:
             file_id = int(cur.lastrowid or 0)
             if earlier:  # a second download of the batch: its new lines replace the old
                 marks = ", ".join("?" * len(earlier))
-                conn.executemany(
-                    f"DELETE FROM result_index WHERE custom_id = ? AND file_id IN ({marks})",
-                    ((cid, *earlier) for cid in ids),
-                )
+                for start in range(0, len(ids), _CHUNK):
+                    chunk = ids[start : start + _CHUNK]
+                    conn.execute(
+                        f"DELETE FROM result_index WHERE file_id IN ({marks})"
+                        f" AND custom_id IN ({', '.join('?' * len(chunk))})",
+                        [*earlier, *chunk],
+                    )
             # Sorted keys go into the index's B-tree in order: far fewer page splits.
             order = sorted(range(len(items)), key=ids.__getitem__)
             conn.executemany(
