@@ -35,7 +35,7 @@ import orjson
 import pandas as pd
 
 from claude_lab import journal as journal_mod
-from claude_lab import progress, requests, results, templates, variants
+from claude_lab import progress, requests, results, table_html, templates, variants
 from claude_lab._version import __version__
 from claude_lab.errors import ConfigError, InputError, JobError, NotReadyError
 from claude_lab.journal import JobStatus
@@ -1064,6 +1064,7 @@ class BatchJob:
             "cost_usd": float(pd.Series(cols[f"{cfg['name']}_cost_usd"]).sum()),
             "spent_usd": self.spent,
         }
+        table_html.register()  # in a notebook: blank error cells rather than <NA>
         return out
 
 

@@ -444,3 +444,20 @@ def test_saved_outputs_carry_final_text_and_html_fallbacks(tmp_path: Path) -> No
         assert "<td><b>ended</b></td>" in html
         assert re.search(r'<span class="claude-lab-ids">job_[0-9a-f]+ · msgbatch_', html)
     assert saved.cells[3].outputs == []
+
+
+def test_result_table_shows_blank_error_cells_and_keeps_the_data_exact(kernel: Kernel) -> None:
+    start_emulator(kernel, faults={"error_rate": 0.3})
+    kernel.run("out = " + batch_call(20, extra=", progress=None"))
+    shown = kernel.run("out[['question', 'claude_status', 'claude_error']]")
+    page = shown.of_type("execute_result")[0]["content"]["data"]["text/html"]
+    assert "&lt;NA&gt;" not in page and "<NA>" not in page
+    assert "errored" in page and "succeeded" in page
+    # Only the view changed: no error is still a missing value.
+    ok, missing = kernel.value(
+        "[int((out.claude_status == 'succeeded').sum()), int(out.claude_error.isna().sum())]"
+    )
+    assert ok == missing > 0
+    # Other frames render exactly as pandas renders them.
+    plain = kernel.run("import pandas as pd\npd.DataFrame({'a': [pd.NA, 1]}, dtype='Int64')")
+    assert "&lt;NA&gt;" in plain.of_type("execute_result")[0]["content"]["data"]["text/html"]
