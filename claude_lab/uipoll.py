@@ -25,7 +25,9 @@ __all__ = ["CommPump"]
 
 log = logging.getLogger("claude_lab")
 
-_COMM_TYPES = frozenset({"comm_msg", "comm_close"})
+# comm_open too: a page reloaded while the cell waits opens a comm, then writes to it.
+_COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
+_ACTIVE = threading.local()  # one pump at a time: a nested one would reorder held messages
 _REQUEUED: set[asyncio.Future[Any]] = set()  # asyncio keeps only weak references to tasks
 
 
@@ -42,6 +44,8 @@ class CommPump:
         """A pump for the current kernel, or None (no kernel, not the main thread,
         or a kernel this module does not know how to pump)."""
         if threading.current_thread() is not threading.main_thread():
+            return None
+        if getattr(_ACTIVE, "pump", None) is not None:
             return None
         if "ipykernel" not in sys.modules:
             return None
@@ -60,7 +64,9 @@ class CommPump:
             asyncio.get_running_loop()  # re-queuing needs the kernel's loop in this thread
         except Exception:  # any other ipykernel layout: no pump, the display explains
             return None
-        return cls(kernel, stream)
+        pump = cls(kernel, stream)
+        _ACTIVE.pump = pump
+        return pump
 
     def poll(self, limit: int = 50) -> int:
         """Handle waiting comm messages now, hold the rest; return how many were read."""
@@ -100,6 +106,8 @@ class CommPump:
     def close(self) -> None:
         """Hand the held messages back to the kernel, in the order they arrived."""
         held, self._held = self._held, []
+        if getattr(_ACTIVE, "pump", None) is self:
+            _ACTIVE.pump = None
         # Through the stream's own receive callback, exactly as if the kernel had read
         # them: same context, and the same scheduling hops, so they queue on the
         # kernel's lock behind the messages it read itself before, in order.

@@ -59,6 +59,9 @@ CELLS = [
     "display(shown.widget)",
     "print('requests', out.attrs['claude_lab']['requests'], "
     "'status', out.claude_status.value_counts().to_dict())",
+    # Canceled from the page while this wait=True cell blocks.
+    "late = df.claude.batch('Again: {question}', model='claude-haiku-4-5', max_tokens=32, "
+    "client=client, poll_interval=(0.1, 0.3))",
 ]
 
 # What one cell's output area shows, read in the page.
@@ -246,6 +249,21 @@ def test_display_live_then_a_card_that_survives_reopening(lab: dict[str, Any]) -
             first, final, cost = (page.evaluate(READ_OUTPUT, i) for i in (1, 2, 3))
             printed = page.locator(".jp-Notebook .jp-CodeCell").nth(4).inner_text()
 
+            _run_cell(page, 5)
+            late = page.locator(".jp-Notebook .jp-CodeCell").nth(5)
+            deadline = time.monotonic() + 30
+            while True:  # click Cancel once some requests finished; the cell still blocks
+                assert time.monotonic() < deadline, "the last batch never moved"
+                found = re.search(r"(\d+)/\d+ finished", late.inner_text())
+                if found and int(found.group(1)) >= 2:
+                    break
+                page.wait_for_timeout(50)
+            assert _prompt(page, 5).strip() == "[*]:"
+            late.locator(".widget-button").click()
+            _wait_done(page, 5)
+            page.wait_for_timeout(300)
+            canceled = page.evaluate(READ_OUTPUT, 5)
+
             # Save, stop the kernel, open the notebook again: widget models are gone.
             page.keyboard.press("Control+s")
             page.wait_for_timeout(1000)
@@ -274,6 +292,10 @@ def test_display_live_then_a_card_that_survives_reopening(lab: dict[str, Any]) -
     # Two dollar amounts on one line stay text: nothing typeset as maths.
     assert "cost $0.0123 / estimated ≤ $0.0500" in cost["text"], cost["text"]
     assert cost["math"] == 0
+
+    # Cancel clicked in the page while the wait=True cell blocked.
+    assert canceled["card"], canceled["text"]
+    assert re.search(r"Canceled: \d+ kept, [1-9]\d* canceled", canceled["text"]), canceled
 
     # Reopened with no kernel: the saved card, never "model not found".
     for shown in (reopened, reopened_first):
