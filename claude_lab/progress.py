@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -330,9 +331,21 @@ def _scrub_ids(text: str, snap: Snapshot) -> str:
     return text
 
 
+_SDK_ERROR = re.compile(r"^(\w+): Error code: (\d+) - (.*)$")
+_SDK_MESSAGE = re.compile(r"""['"]message['"]: ?(['"])(.*?)\1""")
+
+
 def _cause(snap: Snapshot) -> str:
-    """The error's first line, short: a card says what went wrong, not everything."""
+    """The error's first line, short: a card says what went wrong, not everything.
+
+    An SDK status error's raw body ("Error code: 401 - {'type': 'error', ...}") is
+    reduced to its type, status and message.
+    """
     first = (snap.error or "").strip().splitlines()[0] if snap.error else ""
+    sdk = _SDK_ERROR.match(first)
+    if sdk:
+        message = _SDK_MESSAGE.search(sdk.group(3))
+        first = f"{sdk.group(1)} ({sdk.group(2)})" + (f": {message.group(2)}" if message else "")
     return first if len(first) <= 300 else first[:297] + "…"
 
 

@@ -142,6 +142,15 @@ def test_error_card_is_short_with_cause_next_step_and_traceback_on_request() -> 
     assert "{&#x27;type&#x27;" not in page  # the raw SDK dict stays out of the card
     assert "Nothing was sent or paid" in page
     assert "<details><summary>traceback</summary>" in page
+    sdk = snap(
+        status="failed",
+        batch_ids=(),
+        error="AuthenticationError: Error code: 401 - {'type': 'error', 'error': {'type': "
+        "'authentication_error', 'message': 'invalid x-api-key'}, 'request_id': 'req_1'}",
+        done=True,
+    )
+    assert "AuthenticationError (401): invalid x-api-key</div>" in html_summary(sdk)
+    assert "request_id" not in html_summary(sdk)
     lost = snap(status="interrupted", error="ConnectionError: reset", done=True)
     assert f"claude_lab.attach('{JOB}')" in next_step(lost)
 
