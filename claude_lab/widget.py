@@ -50,13 +50,16 @@ def _header_html(snap: Snapshot | None, rate: float | None, eta: float | None) -
         return "<b>claude_lab</b> · starting…"
     line = html.escape(header_text(snap, rate, eta))
     status, _, rest = line.partition(" · ")
+    # The outcome counts, compact, in the bar's colours, right after "n/N finished".
     counts = " ".join(
-        f'<span style="white-space:nowrap"><span style="color:{COLOR_VARS[k]}">■</span>'
-        f" {snap.count(k):,} {k}</span>"
+        f'<span title="{k}" style="white-space:nowrap">'
+        f'<span style="color:{COLOR_VARS[k]}">■</span>{snap.count(k):,}</span>'
         for k in OUTCOME_KEYS
         if snap.count(k)
     )
-    return f"<b>{status}</b> · {rest}" + (f" &nbsp; {counts}" if counts else "")
+    if counts:
+        rest = rest.replace(" finished", f" finished ({counts})", 1)
+    return f"<b>{status}</b> · {rest}"
 
 
 def _details_html(snap: Snapshot) -> str:

@@ -42,11 +42,12 @@ CELLS = [
     "emu = serve(counts='incremental', request_seconds=0.1, concurrency=2, seed=0,\n"
     "            faults={'error_rate': 0.2, 'error_types': ['overloaded_error']}).start()\n"
     "client = emu.client()",
-    # A small job that ends with errors: its output becomes the result card.
+    # A small job that ends with errors, after its cell returned (wait=False): its
+    # output still becomes the result card.
     "first = df.head(12).claude.batch('Q: {question}', model='claude-haiku-4-5', "
-    "max_tokens=32, client=client, poll_interval=(0.1, 0.3))",
+    "max_tokens=32, client=client, poll_interval=(0.1, 0.3), wait=False)",
     # 60 rows, 2 at a time, 0.1 s each: about 3 s of batch with moving counts.
-    "emu.faults = {}\n"
+    "first.wait()\nemu.faults = {}\n"
     "out = df.claude.batch('Question: {question}\\nAnswer with a single number.', "
     "model='claude-haiku-4-5', max_tokens=32, client=client, poll_interval=(0.1, 0.3))",
     # A live display whose cost line holds two dollar amounts (as on a multi-batch job).
