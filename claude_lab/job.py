@@ -737,7 +737,10 @@ class BatchJob:
                 error, wait = exc, _retry_after(exc.response) or delay
                 ambiguous = code not in (429, 529)
             except anthropic.APIConnectionError as exc:  # includes timeouts
-                error, wait, ambiguous = exc, delay, True
+                # A refused connection never carried the body: no batch can exist, so a
+                # resend is safe and the list need not be read (it would fail too).
+                refused = isinstance(exc.__cause__, httpx2.ConnectError)
+                error, wait, ambiguous = exc, delay, not refused
             final = attempt == attempts - 1
             if final and not ambiguous:
                 raise error
