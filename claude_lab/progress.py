@@ -291,7 +291,11 @@ def header_text(snap: Snapshot, rate: float | None = None, eta: float | None = N
 def headline(snap: Snapshot) -> str:
     """The result card's first line: "Done: 40 succeeded", "Canceled: 12 kept, 28 canceled"."""
     if snap.error is not None or snap.status in ("failed", "interrupted"):
-        return "Failed" if snap.status != "interrupted" else "Stopped (the batches live on)"
+        if snap.status != "interrupted":
+            return "Failed"
+        return (
+            "Stopped (the batches live on)" if snap.batch_ids else "Stopped before a batch existed"
+        )
     if not snap.done:
         return f"{snap.shown_status}: {snap.finished:,}/{snap.requests:,} finished"
     counts = ", ".join(f"{snap.count(k):,} {k}" for k in OUTCOME_KEYS if snap.count(k))
