@@ -228,3 +228,12 @@ def test_emulator_refuses_a_media_type_that_does_not_match(emu: Emulator) -> Non
             max_tokens=10,
             messages=[{"role": "user", "content": [block]}],  # type: ignore[list-item]
         )
+
+
+def test_the_shipped_shape_images_are_the_drawn_ones() -> None:
+    frame = shapes.shapes()
+    assert len(frame) == 9
+    for path, shape, colour in zip(frame["path"], frame["shape"], frame["colour"]):
+        data = Path(path).read_bytes()  # committed package data, never downloaded
+        assert data == shapes.draw(shape, colour)
+        assert shapes.look(data) == {"shape": shape, "colour": colour}
