@@ -35,7 +35,7 @@ import orjson
 import pandas as pd
 
 from claude_lab import journal as journal_mod
-from claude_lab import progress, requests, results, table_html, templates, variants
+from claude_lab import models, progress, requests, results, table_html, templates, variants
 from claude_lab._version import __version__
 from claude_lab.errors import ConfigError, InputError, JobError, NotReadyError
 from claude_lab.journal import JobStatus
@@ -1181,11 +1181,16 @@ def run(
     *,
     wait: bool = True,
     client: anthropic.Anthropic | None = None,
+    max_cost: float | None = None,
     **options: Any,
 ) -> pd.DataFrame | BatchJob:
     """Run every row of ``df`` through the Message Batches API; see ``DataFrame.claude.batch``."""
     if not isinstance(wait, bool):
         raise InputError(f"wait must be True or False, got {wait!r}.")
+    if max_cost is not None and (
+        isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or max_cost < 0
+    ):
+        raise InputError(f"max_cost={max_cost!r}: pass a budget in USD (a number >= 0), or None.")
     p = plan(df, prompt, **options)
     df = p.df  # without the result columns overwrite=True replaces
     encoded, config = p.encoded, p.config
@@ -1208,6 +1213,9 @@ def run(
         return job.result() if wait else job
 
     client = resolve_client(client)
+    models.preflight(p, client)  # the model, its limits and capabilities: one error, or none
+    if max_cost is not None:
+        _check_budget(p, float(max_cost))
     endpoint = str(client.base_url)
     config["endpoint"] = endpoint
     jnl = journal_mod.open_journal()
@@ -1255,6 +1263,30 @@ def run(
     _show(job)
     job._start()
     return job._finish_call(wait)
+
+
+def _check_budget(p: Any, max_cost: float) -> None:
+    """InputError when the run's cost ceiling is over ``max_cost`` (nothing sent, no journal)."""
+    enc, config = p.encoded, p.config
+    n = len(enc.custom_ids)
+    ceiling = variants.ceiling(config, enc.params, enc.row_uid, range(n))
+    if ceiling is None:
+        raise InputError(
+            f"max_cost=${max_cost:g} cannot be checked: no price is known for model "
+            f"{config['model']!r}. Pass prices={{model: (input, output)}} USD per million "
+            "tokens. Nothing was sent."
+        )
+    if ceiling <= max_cost:
+        return
+    tokens = int(models.estimate_tokens(enc.params).sum())
+    raise InputError(
+        f"This run could cost up to ${ceiling:,.4f}, over max_cost=${max_cost:g}; nothing was "
+        f"sent. How it was estimated: {n} request(s), ~{tokens:,} input tokens (4 bytes of "
+        f"request JSON per token), each using its full max_tokens="
+        f"{config['params'].get('max_tokens')} output tokens, at batch prices (50% of list), "
+        "no cache hits deducted - a ceiling, not a forecast. Raise max_cost, lower max_tokens, "
+        "or run df.claude.pilot(...) first: it projects the batch's cost from real token usage."
+    )
 
 
 def _show(job: BatchJob) -> None:

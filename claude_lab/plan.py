@@ -25,6 +25,7 @@ from claude_lab import (
     auto,
     features,
     media,
+    models,
     pricing,
     progress,
     requests,
@@ -89,9 +90,6 @@ def cost_ceiling(config: Mapping[str, Any], input_tokens: int, n: int) -> float 
 
 _SETTINGS = (
     "max_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
     "stop_sequences",
     "thinking",
     "tools",
@@ -129,9 +127,6 @@ def build_params(
     mt = base.get("max_tokens")
     if not isinstance(mt, int) or isinstance(mt, bool) or mt < 1:
         raise InputError(f"max_tokens must be a whole number >= 1, got {mt!r}.")
-    temp = base.get("temperature")
-    if temp is not None and not (isinstance(temp, (int, float)) and 0 <= temp <= 1):
-        raise InputError(f"temperature must be between 0 and 1, got {temp!r}.")
     stops = base.get("stop_sequences")
     if stops is not None and (isinstance(stops, str) or not all(isinstance(s, str) for s in stops)):
         raise InputError("stop_sequences must be a list of strings.")
@@ -186,9 +181,6 @@ def plan(
     names: Sequence[str] | None = None,
     epochs: int = 1,
     max_tokens: int = 1024,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    top_k: int | None = None,
     stop_sequences: Sequence[str] | None = None,
     thinking: int | str | Mapping[str, Any] | None = None,
     tools: Sequence[Any] | None = None,
@@ -244,9 +236,6 @@ def plan(
     make_display = progress_choice(progress)
     settings = {
         "max_tokens": max_tokens,
-        "temperature": temperature,
-        "top_p": top_p,
-        "top_k": top_k,
         "stop_sequences": stop_sequences,
         "thinking": thinking,
         "tools": tools,
@@ -439,6 +428,7 @@ def check_options(options: Mapping[str, Any], where: str, also: Sequence[str] = 
         if param.kind is inspect.Parameter.KEYWORD_ONLY
     ]
     known += list(also)
+    models.check_sampling_options(options)  # removed options get their own explanation
     for key in options:
         if key in known:
             continue
@@ -454,8 +444,10 @@ def estimate(df: pd.DataFrame, prompt: templates.PromptArg, **options: Any) -> d
     per request, so the cost is a ceiling (batch prices; the cache is not consulted).
     """
     options.pop("wait", None)
-    options.pop("client", None)
+    client = options.pop("client", None)
     p = plan(df, prompt, **options)
+    if client is not None:  # the model checks need the catalogue, so only with a client
+        models.preflight(p, client)
     n = len(p.encoded.custom_ids)
     in_tokens = sum(media.prompt_tokens(x) for x in p.encoded.params)
     out_tokens = int(p.config["params"].get("max_tokens", 0)) * n

@@ -14,6 +14,7 @@ from claude_lab.cli import main
 from claude_lab.demo import run_demo
 from claude_lab.emulator import Emulator
 from claude_lab.errors import InputError, JobError
+from claude_lab.models import ModelsWarning
 
 CREATE = ("POST", "/v1/messages/batches")
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}
@@ -81,7 +82,8 @@ def _free_port() -> int:
 def test_a_connection_error_names_the_url_and_suggests_the_emulator() -> None:
     port = _free_port()
     client = anthropic.Anthropic(api_key="test", base_url=f"http://127.0.0.1:{port}", max_retries=0)
-    with pytest.raises(JobError) as info:
+    # The model catalogue cannot be read either: the SDK's model list stands in, with a warning.
+    with pytest.raises(JobError) as info, pytest.warns(ModelsWarning, match="could not be reached"):
         DF.claude.batch("{q}", client=client, **FAST)
     message = str(info.value)
     assert f"http://127.0.0.1:{port}" in message
