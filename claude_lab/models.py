@@ -26,6 +26,7 @@ import anthropic
 import numpy as np
 
 from claude_lab.errors import InputError
+from claude_lab.features import LONG_OUTPUT_BETA, LONG_OUTPUT_MAX_TOKENS
 
 if TYPE_CHECKING:
     from claude_lab.plan import Plan
@@ -209,8 +210,11 @@ def preflight(p: Plan, client: anthropic.Anthropic, *, batch: bool = True) -> No
             continue
         records[model] = record
     max_tokens = params.get("max_tokens")
+    betas = (p.config.get("features") or {}).get("betas") or ()
     for model, record in records.items():
         limit = record.get("max_tokens")
+        if LONG_OUTPUT_BETA in betas and isinstance(limit, int):  # extended output (batch)
+            limit = max(limit, LONG_OUTPUT_MAX_TOKENS)
         if isinstance(limit, int) and isinstance(max_tokens, int) and max_tokens > limit:
             problems.append(
                 f"max_tokens={max_tokens} is over {model}'s limit of {limit}; pass "

@@ -108,8 +108,15 @@ def test_errored_rows_carry_the_nested_error(fast: Emulator) -> None:
 
 
 def test_unknown_model_is_an_errored_row_not_an_exception(fast: Emulator) -> None:
+    # A misspelt model is refused before sending (test_preflight); one the API stops
+    # serving after the catalogue was read comes back as row data, not an exception.
+    from claude_lab.models import catalogue
+
     df = pd.DataFrame({"q": ["hi"]})
-    out = df.claude.batch("{q}", client=fast.client(), **{**FAST, "model": "gpt-4"})
+    client = fast.client()
+    catalogue(client)  # read once per client, then cached
+    fast.core.catalogue.models["claude-haiku-4-5-20251001"]["lifecycle"] = "retired"
+    out = df.claude.batch("{q}", client=client, **FAST)
     assert out["claude_status"].iloc[0] == "errored"
     assert out["claude_error"].iloc[0].startswith("not_found_error:")
 

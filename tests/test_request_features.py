@@ -233,16 +233,16 @@ def test_long_output_sends_the_beta_header_on_the_create_call(fast: Emulator) ->
         **FAST,
     )
     assert (out["claude_status"] == "succeeded").all()
-    # Without the header the emulator refuses max_tokens over the model's limit, per row.
-    plain = _items(2).claude.batch(
-        "Write more about {item}.",
-        max_tokens=200_000,
-        model="claude-sonnet-4-6",
-        client=fast.client(),
-        **FAST,
-    )
-    assert (plain["claude_status"] == "errored").all()
-    assert plain["claude_error"].str.contains("max_tokens").all()
+    # Without the header max_tokens over the model's limit is refused before sending
+    # (the emulator would refuse it per row).
+    with pytest.raises(InputError, match="limit of 64000"):
+        _items(2).claude.batch(
+            "Write more about {item}.",
+            max_tokens=200_000,
+            model="claude-sonnet-4-6",
+            client=fast.client(),
+            **FAST,
+        )
 
 
 def test_long_output_is_checked_against_the_model(fast: Emulator) -> None:
