@@ -67,6 +67,9 @@ def test_a_running_job_cannot_be_forgotten(emu: Emulator) -> None:
         claude_lab.forget(job.id)
     assert open_journal().prune(older_than=pd.Timedelta(0).to_pytimedelta())["jobs"] == 0
     assert list(claude_lab.jobs()["job_id"]) == [job.id]
+    # The create goes out on the job's thread: move the clock only once the batch exists,
+    # or it is created after the jump and never ends on the stopped clock.
+    emu.wait_count("POST", "/v1/messages/batches")
     emu.clock.advance(3600)
     job.result()
     claude_lab.forget(job)
