@@ -27,6 +27,7 @@ import numpy as np
 
 from claude_lab.errors import InputError
 from claude_lab.features import LONG_OUTPUT_BETA, LONG_OUTPUT_MAX_TOKENS
+from claude_lab.media import prompt_tokens
 
 if TYPE_CHECKING:
     from claude_lab.plan import Plan
@@ -157,7 +158,8 @@ def _client_version(client: anthropic.Anthropic) -> str:
 
 
 def estimate_tokens(params: Sequence[bytes]) -> np.ndarray:
-    """Input tokens per encoded request: UTF-8 bytes of its JSON / 4.
+    """Input tokens per encoded request: UTF-8 bytes of its JSON / 4, except that images
+    and PDFs count by their size and pages, not by their base64 text (media.prompt_tokens).
 
     How it errs: it counts JSON keys, quotes and escapes as prompt (a few dozen
     tokens too many per request), and English prose runs about 4 characters a
@@ -166,8 +168,8 @@ def estimate_tokens(params: Sequence[bytes]) -> np.ndarray:
     can count more than this says. Use ``client.messages.count_tokens`` when a
     request is near the limit.
     """
-    sizes = np.fromiter(map(len, params), dtype=np.int64, count=len(params))
-    return sizes // BYTES_PER_TOKEN
+    sizes = np.fromiter(map(prompt_tokens, params), dtype=np.int64, count=len(params))
+    return sizes
 
 
 def _rows_text(labels: Sequence[Any], limit: int = 5) -> str:
@@ -262,6 +264,10 @@ def _capability_problems(
         record, "structured_outputs"
     ) is False:
         out.append(f"{model} does not support structured outputs (output=); use parse= instead.")
+    media_kinds = (config.get("features") or {}).get("media") or ()
+    for kind, key, what in (("image", "image_input", "images"), ("document", "pdf_input", "PDFs")):
+        if kind in media_kinds and _supported(record, key) is False:
+            out.append(f"{model} does not accept {what} ({key}); pick a model that does.")
     thinking = params.get("thinking")
     if isinstance(thinking, Mapping) and thinking.get("type") not in (None, "disabled"):
         kind = str(thinking.get("type"))

@@ -359,7 +359,13 @@ def _features(
             images=bool(spec.images) or any(_marker_kinds(compiled, "image")),
             documents=bool(spec.documents) or any(_marker_kinds(compiled, "document")),
         )
+    kinds = [
+        kind
+        for kind, named in (("image", spec.images), ("document", spec.documents))
+        if named or any(_marker_kinds(compiled, kind))
+    ]
     return {
+        "media": kinds,
         "tools": bool(tools),
         "thinking": thinks,
         "tool_schema": tooldefs.forced_schema(tools, tool_choice),

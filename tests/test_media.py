@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -237,3 +238,23 @@ def test_the_shipped_shape_images_are_the_drawn_ones() -> None:
         data = Path(path).read_bytes()  # committed package data, never downloaded
         assert data == shapes.draw(shape, colour)
         assert shapes.look(data) == {"shape": shape, "colour": colour}
+
+
+def test_a_model_whose_catalogue_says_no_images_is_refused_before_sending(
+    fast: Emulator,
+) -> None:
+    caps = fast.core.catalogue.models["claude-haiku-4-5-20251001"]["capabilities"]
+    caps["image_input"]["supported"] = False
+    df = pd.DataFrame({"photo": [shapes.draw("circle", "red")]})
+    with pytest.raises(InputError, match=r"does not accept images \(image_input\)"):
+        df.claude.batch("Label.", images="photo", client=fast.client(), **FAST)
+    assert fast.count(*CREATE) == 0
+    caps["image_input"]["supported"] = True
+    noise = np.random.default_rng(0).integers(0, 256, (1500, 1500, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="JPEG", quality=95)
+    assert 1_000_000 < len(buf.getvalue()) < 3_500_000  # base64 over 200k tokens at 4 bytes each
+    # Counted by its size (~1,600 tokens), not its base64, the image fits the context window.
+    big = pd.DataFrame({"photo": [buf.getvalue()]})
+    out = big.claude.batch("Label.", images="photo", client=fast.client(), **FAST)
+    assert out["claude_status"][0] == "succeeded"
