@@ -45,7 +45,8 @@ def test_rerunning_a_finished_call_sends_nothing(fast: Emulator) -> None:
     first = df.claude.batch(SUM, client=fast.client(), **FAST)
     seen = len(fast.requests)
     again = df.claude.batch(SUM, client=fast.client(), **FAST)
-    assert len(fast.requests) == seen  # not even a retrieve or a download
+    # Not even a retrieve or a download: only the new client's read of the model catalogue.
+    assert [r.path for r in fast.requests[seen:]] == ["/v1/models"]
     assert not first["claude_cached"].any() and again["claude_cached"].all()  # not paid again
     pd.testing.assert_frame_equal(
         first.drop(columns="claude_cached"), again.drop(columns="claude_cached")
