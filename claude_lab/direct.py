@@ -360,6 +360,10 @@ def messages(
                 done=final,
             )
 
+        show = getattr(display, "show", None)
+        if callable(show):  # a notebook display goes in the calling cell
+            show(snap(False))
+
         def on_done(k: int, line: bytes) -> None:
             key = "succeeded" if b'"type":"succeeded"' in line[:200] else "errored"
             done[key] += 1
