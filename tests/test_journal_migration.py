@@ -120,7 +120,8 @@ def test_v3_journal_reattaches_and_serves_its_cache(fast: Emulator) -> None:
     # The same call re-attaches to the migrated job and sends nothing.
     again = df.claude.batch(SUM, client=client, **FAST)
     assert again.attrs["claude_lab"]["job_id"] == job_id
-    assert fast.requests == []
+    # Only the model catalogue is read (once per client, before anything could be sent).
+    assert [r.path for r in fast.requests] == ["/v1/models"]
 
     # A new call sharing three rows: those come from the migrated results, one is sent.
     more = pd.concat([df.iloc[:3], pd.DataFrame({"a": [5], "b": [50]}, index=[11])])
