@@ -177,7 +177,7 @@ def _run_cell(page: Any, index: int) -> None:
     before = _prompt(page, index)
     for _ in range(10):
         page.keyboard.press("Shift+Enter")
-        deadline = time.monotonic() + 1.5
+        deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             if _prompt(page, index) != before:
                 return
@@ -186,15 +186,25 @@ def _run_cell(page: Any, index: int) -> None:
     raise AssertionError(f"cell {index} never started")
 
 
-def _wait_done(page: Any, index: int, timeout: float = 30) -> None:
+def _wait_done(page: Any, index: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not re.fullmatch(r"\[\d+\]:", _prompt(page, index).strip()):
         assert time.monotonic() < deadline, f"cell {index} did not finish"
         page.wait_for_timeout(100)
 
 
+def _until(page: Any, ready: Any, timeout: float = 120) -> None:
+    """Wait for a DOM condition instead of a fixed pause (slow under load, fast otherwise)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, "the page never reached the expected state"
+        page.wait_for_timeout(100)
+
+
 def _open(browser: Any, lab: dict[str, Any]) -> Any:
     page = browser.new_page(viewport={"width": 1100, "height": 1000})
+    # Generous bounds, not timings: a loaded 2-core CI box renders JupyterLab slowly.
+    page.set_default_timeout(120_000)
     page.goto(f"{lab['base']}/lab/tree/check.ipynb?token={lab['token']}")
     page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=40_000)
     return page
@@ -231,7 +241,7 @@ def test_display_live_then_a_card_that_survives_reopening(lab: dict[str, Any]) -
             _run_cell(page, 2)
 
             states, shot = [], False
-            deadline = time.monotonic() + 40
+            deadline = time.monotonic() + 120
             while not re.fullmatch(r"\[\d+\]:", _prompt(page, 2).strip()):
                 assert time.monotonic() < deadline, "the batch cell did not finish"
                 state = page.evaluate(READ_OUTPUT, 2)
@@ -246,13 +256,13 @@ def test_display_live_then_a_card_that_survives_reopening(lab: dict[str, Any]) -
             for index in (3, 4):
                 _run_cell(page, index)
                 _wait_done(page, index)
-            page.wait_for_timeout(300)  # let the last messages render
+            _until(page, lambda: all(page.evaluate(READ_OUTPUT, i)["card"] for i in (1, 2)))
             first, final, cost = (page.evaluate(READ_OUTPUT, i) for i in (1, 2, 3))
             printed = page.locator(".jp-Notebook .jp-CodeCell").nth(4).inner_text()
 
             _run_cell(page, 5)
             late = page.locator(".jp-Notebook .jp-CodeCell").nth(5)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 120
             while True:  # click Cancel once some requests finished; the cell still blocks
                 assert time.monotonic() < deadline, "the last batch never moved"
                 found = re.search(r"(\d+)/\d+ finished", late.inner_text())
@@ -262,18 +272,18 @@ def test_display_live_then_a_card_that_survives_reopening(lab: dict[str, Any]) -
             assert _prompt(page, 5).strip() == "[*]:"
             late.locator(".widget-button").click()
             _wait_done(page, 5)
-            page.wait_for_timeout(300)
+            _until(page, lambda: page.evaluate(READ_OUTPUT, 5)["card"])
             canceled = page.evaluate(READ_OUTPUT, 5)
 
             # Save, stop the kernel, open the notebook again: widget models are gone.
             page.keyboard.press("Control+s")
-            page.wait_for_timeout(1000)
+            _until(page, lambda: "Canceled:" in _api(lab, "GET", "/api/contents/check.ipynb"))
             page.close()
             sessions = json.loads(_api(lab, "GET", "/api/sessions"))
             for session in sessions:
                 _api(lab, "DELETE", f"/api/sessions/{session['id']}")
             page = _open(browser, lab)
-            page.wait_for_timeout(1500)
+            _until(page, lambda: bool(page.evaluate(READ_OUTPUT, 2)["text"].strip()))
             reopened = page.evaluate(READ_OUTPUT, 2)
             reopened_first = page.evaluate(READ_OUTPUT, 1)
             _shot(page, "reopened")
