@@ -33,6 +33,10 @@ from claude_lab.plan import Plan, now_iso, plan
 __all__ = ["messages", "pilot", "project_batch_cost", "send"]
 
 _ATTEMPTS = 8
+# A 429/529 is a refusal that says when to come back and costs nothing; a busy
+# organisation can refuse one row many times in a row, so refusals get a budget of
+# their own rather than eating the attempts meant for real failures.
+_REFUSALS = 100
 _MAX_WAIT_S = 60.0
 
 
@@ -56,7 +60,8 @@ def _errored(custom_id: str, kind: str, message: str, request_id: str | None = N
 def _one(api: anthropic.Anthropic, custom_id: str, body: bytes) -> bytes:
     """POST one request; the reply (or the API's error) as a batch result line."""
     delay = 0.5
-    for attempt in range(_ATTEMPTS):
+    attempt = refusals = 0
+    while True:
         try:
             resp = api.post(
                 "/v1/messages",
@@ -73,21 +78,23 @@ def _one(api: anthropic.Anthropic, custom_id: str, body: bytes) -> bytes:
             )
         except anthropic.APIStatusError as exc:
             code = exc.status_code
+            refused = code in (429, 529) and refusals < _REFUSALS
             retryable = code in (408, 409, 429) or code >= 500
-            if not retryable or attempt == _ATTEMPTS - 1:
+            if not refused and (not retryable or attempt == _ATTEMPTS - 1):
                 err: Any = exc.body
                 inner = err.get("error") if isinstance(err, dict) else None
                 kind = inner.get("type") if isinstance(inner, dict) else None
                 message = inner.get("message") if isinstance(inner, dict) else str(exc)
                 return _errored(custom_id, str(kind or "api_error"), str(message), exc.request_id)
             wait = _retry_after(exc.response) or delay
+            refusals, attempt = (refusals + 1, attempt) if refused else (refusals, attempt + 1)
         except anthropic.APIConnectionError as exc:
             if attempt == _ATTEMPTS - 1:
                 return _errored(custom_id, "api_error", f"connection failed: {exc}")
             wait = delay
+            attempt += 1
         time.sleep(min(wait, _MAX_WAIT_S))
         delay = min(delay * 2, 8.0)
-    raise AssertionError("unreachable")
 
 
 def send(
@@ -101,7 +108,8 @@ def send(
     """POST every body to /v1/messages, ``concurrency`` at a time; result lines in input order.
 
     Per-request failures are errored lines, never exceptions. The SDK's own retries
-    are off: this loop honours ``retry-after`` for as many attempts as it takes (8).
+    are off: this loop honours ``retry-after``: up to 100 refusals (429/529) and 8 other
+    failed attempts per request.
     """
     api = client.with_options(max_retries=0)
     out: list[bytes | None] = [None] * len(bodies)

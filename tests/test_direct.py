@@ -105,3 +105,13 @@ def test_messages_row_errors_are_data() -> None:
         out = df.claude.messages(PROMPT, client=emu.client(), **FAST)
     assert out["claude_status"].tolist() == ["succeeded", "errored", "succeeded"]
     assert out["claude_error"].iloc[1] == "invalid_request_error: this one is refused"
+
+
+def test_one_row_refused_many_times_in_a_row_still_succeeds(fast: Emulator) -> None:
+    # A busy organisation can refuse the same request more often than the retry budget
+    # for real failures; refusals cost nothing and say when to come back.
+    fast.faults.rate_limit = {"messages": 20}
+    fast.faults.retry_after_ms = 1
+    out = _frame(1).claude.messages(PROMPT, client=fast.client(), concurrency=1, **FAST)
+    assert out["claude_status"].tolist() == ["succeeded"]
+    assert fast.count("POST", "/v1/messages") == 21
