@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -9,6 +11,15 @@ import anthropic
 from claude_lab.emulator import Emulator
 
 DAY = 86_400
+
+
+def until(cond: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Wait for a condition the client reaches on its own thread (no fixed pause). The
+    bound is generous on purpose: CI runs under load, and only a hang should trip it."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
 
 
 def item_requests(n: int, max_tokens: int = 16) -> list[dict[str, Any]]:

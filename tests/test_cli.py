@@ -3,27 +3,18 @@ when it can, else saying how old its figures are), results (the full table), --v
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from emulator_helpers import until as _until
 
 import claude_lab
 from claude_lab.cli import main
 from claude_lab.emulator import Emulator
 
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}
-
-
-def _until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        threading.Event().wait(0.01)
 
 
 def _finished_job(fast: Emulator) -> pd.DataFrame:

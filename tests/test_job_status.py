@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
+from emulator_helpers import until as _until
 
 from claude_lab.emulator import Emulator
 from claude_lab.journal import JobStatus, open_journal
@@ -15,13 +14,6 @@ from claude_lab.progress import Snapshot
 
 SUM = "What is {a} + {b}? Answer with a single number."
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}
-
-
-def _until(cond: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 class _HeldClose:
@@ -63,8 +55,10 @@ def test_status_is_a_str_shared_with_the_journal(emu: Emulator) -> None:
     job = pd.DataFrame({"a": [1], "b": [2]}).claude.batch(
         SUM, client=emu.client(), wait=False, **FAST
     )
+    emu.wait_count("POST", "/v1/messages/batches")  # cancel a batch that exists, not a race
     job.cancel()
-    _until(lambda: job.request_counts["canceled"] == 1 or job.done())
+    # On the stopped clock the batch stays "canceling" until time moves.
+    emu.wait_count("POST", "/v1/messages/batches/*/cancel")
     emu.clock.advance(3600)
     job.result()
     assert job.status is JobStatus.CANCELED

@@ -5,13 +5,13 @@ or deleted, and the job's own requests are paid exactly once."""
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
 import pytest
+from emulator_helpers import until as _until
 
 from claude_lab.emulator import Emulator, serve
 
@@ -32,13 +32,6 @@ LOSSES: dict[str, dict[str, Any]] = {
 def _frame(n: int = ROWS, start: int = 0) -> pd.DataFrame:
     a = list(range(start, start + n))
     return pd.DataFrame({"a": a, "b": [x * 2 for x in a]})
-
-
-def _until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 @pytest.fixture

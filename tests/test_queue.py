@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import anthropic
 import pandas as pd
 import pytest
+from emulator_helpers import until as _until
 
 import claude_lab
 from claude_lab.emulator import Emulator
@@ -20,13 +19,6 @@ CREATES = "/v1/messages/batches"
 
 def _frame(n: int) -> pd.DataFrame:
     return pd.DataFrame({"a": range(n), "b": range(100, 100 + n)})
-
-
-def _until(cond: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def _refused(emu: Emulator) -> int:

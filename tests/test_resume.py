@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import orjson
 import pandas as pd
 import pytest
+from emulator_helpers import until as _until
 
 import claude_lab
 from claude_lab.emulator import Emulator, RowError, serve
@@ -31,13 +31,6 @@ FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claud
 def _frame(n: int, start: int = 0) -> pd.DataFrame:
     a = list(range(start, start + n))
     return pd.DataFrame({"a": a, "b": [x * 2 for x in a]})
-
-
-def _until(cond: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def test_rerunning_a_finished_call_sends_nothing(fast: Emulator) -> None:
