@@ -14,7 +14,6 @@ sample's real token usage; nothing is journaled and no batch is created.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,6 +27,7 @@ import pandas as pd
 from claude_lab import models, pricing, progress, results
 from claude_lab._version import __version__
 from claude_lab.errors import InputError
+from claude_lab.job import _retry_after
 from claude_lab.plan import Plan, now_iso, plan
 
 __all__ = ["messages", "pilot", "project_batch_cost", "send"]
@@ -38,16 +38,6 @@ _ATTEMPTS = 8
 # their own rather than eating the attempts meant for real failures.
 _REFUSALS = 100
 _MAX_WAIT_S = 60.0
-
-
-def _retry_after(response: httpx2.Response) -> float | None:
-    headers = response.headers
-    with contextlib.suppress(TypeError, ValueError):
-        if "retry-after-ms" in headers:
-            return float(headers["retry-after-ms"]) / 1000
-        if "retry-after" in headers:
-            return float(headers["retry-after"])
-    return None
 
 
 def _errored(custom_id: str, kind: str, message: str, request_id: str | None = None) -> bytes:
