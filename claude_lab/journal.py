@@ -409,12 +409,13 @@ class Journal:
         conn.execute("PRAGMA foreign_keys = ON")
         # A database that is not ours (no schema version, yet tables) is left untouched:
         # switching it to WAL or adding our tables would change someone else's file.
-        if (
-            not conn.execute("PRAGMA user_version").fetchone()[0]
-            and conn.execute(
-                "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-            ).fetchone()[0]
-        ):
+        # One statement, so one snapshot: read apart, another process's first migration
+        # could commit in between and our own fresh journal would look foreign.
+        version, tables = conn.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version),"
+            " (SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%')"
+        ).fetchone()
+        if not version and tables:
             raise JournalError(
                 f"The file at {self.path} is an SQLite database of something else, not a "
                 "claude_lab journal; it was left untouched (claude_lab never deletes or "

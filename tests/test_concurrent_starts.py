@@ -10,12 +10,14 @@ import sys
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from claude_lab.emulator import Emulator
+from claude_lab.journal import SCHEMA_VERSION, Journal
 
 PROCESSES = 3
 TRIALS = 6
@@ -105,7 +107,7 @@ def _run(base_url: str, retry: bool) -> list[dict[str, Any]]:
     for p in procs:
         p.start()
     try:
-        got = [reports.get(timeout=300) for _ in range(PROCESSES * TRIALS)]
+        got = _collect(reports, procs, PROCESSES * TRIALS)
         for p in procs:
             p.join(timeout=60)
             assert p.exitcode == 0
@@ -113,6 +115,24 @@ def _run(base_url: str, retry: bool) -> list[dict[str, Any]]:
         for p in procs:
             if p.is_alive():
                 p.kill()
+    return got
+
+
+def _collect(reports: Any, procs: list[Any], n: int, bound: float = 240) -> list[Any]:
+    """``n`` reports, failing at once (not after the bound) when a worker has died: its
+    traceback is on stderr, and the survivors would only wait at a broken barrier."""
+    import queue
+    import time
+
+    got: list[Any] = []
+    deadline = time.monotonic() + bound
+    while len(got) < n:
+        try:
+            got.append(reports.get(timeout=0.5))
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            assert not dead, f"a worker process died (exit codes {dead}); see its stderr"
+            assert time.monotonic() < deadline, f"only {len(got)} of {n} reports in {bound} s"
     return got
 
 
@@ -217,7 +237,7 @@ def test_processes_whose_same_size_creates_are_all_lost_each_keep_their_own(
         )
         urllib.request.urlopen(arm).read()
         go.wait(timeout=120)
-        got = [reports.get(timeout=300) for _ in range(PROCESSES)]
+        got = _collect(reports, procs, PROCESSES)
         for p in procs:
             p.join(timeout=60)
             assert p.exitcode == 0
@@ -232,3 +252,39 @@ def test_processes_whose_same_size_creates_are_all_lost_each_keep_their_own(
     assert len(mine) == PROCESSES  # each process's requests paid once
     assert sum(b["foreign"] for b in report) == 1
     assert not any(b["canceled"] or b["deleted"] for b in report)
+
+
+def _opener(paths: list[str], barrier: Any, reports: Any) -> None:
+    """One process: for each fresh path, wait at the barrier, then open it."""
+    from claude_lab.journal import Journal
+
+    for path in paths:
+        barrier.wait(timeout=120)
+        try:
+            Journal(path).close()
+            reports.put(None)
+        except Exception as exc:  # reported, so the parent names the failure
+            reports.put(f"{path}: {exc!r}")
+
+
+def test_processes_opening_a_fresh_journal_at_once_all_get_a_journal(tmp_path: Path) -> None:
+    """The first opener migrates while the others check the file is not someone else's
+    database; read as two statements, that check could see the migration's tables but
+    not its version, and refuse our own journal as foreign (11 of 40 trials did)."""
+    ctx = multiprocessing.get_context("spawn")
+    paths = [str(tmp_path / f"journal{t}.sqlite3") for t in range(40)]
+    barrier, reports = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_opener, args=(paths, barrier, reports)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    try:
+        failures = [r for r in _collect(reports, procs, 4 * len(paths)) if r is not None]
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+    assert failures == []
+    for path in paths:  # and each is one whole journal, at the current schema
+        with Journal(path) as j:
+            assert j.schema_version == SCHEMA_VERSION
