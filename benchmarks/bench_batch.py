@@ -27,8 +27,10 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from claude_lab import requests, results, templates
-from claude_lab.plan import build_params
+from claude_lab import _requests as requests
+from claude_lab import _results as results
+from claude_lab import _templates as templates
+from claude_lab._plan import build_params
 
 PROMPT = "Question: What is {a} + {b}?\nAnswer with a single number."
 

@@ -7,10 +7,11 @@
 
 import pandas as pd
 
-from claude_lab import accessor as _accessor  # registers df.claude
-from claude_lab._version import __version__
-from claude_lab.compare import Comparison, compare, disagreements
-from claude_lab.errors import (
+from claude_lab import _accessor  # registers df.claude
+from claude_lab import _shapes as shapes
+from claude_lab._compare import Comparison, compare, disagreements
+from claude_lab._demo import load_sample
+from claude_lab._errors import (
     ClaudeLabError,
     ConfigError,
     InputError,
@@ -21,12 +22,15 @@ from claude_lab.errors import (
     RequestTooLargeError,
     TemplateError,
 )
-from claude_lab.export import export, read_provenance
-from claude_lab.job import BatchJob, attach
-from claude_lab.plots import plot_accuracy, plot_cost_vs_score, plot_latency, plot_tokens
-from claude_lab.report import report, to_latex
-from claude_lab.scoring import score
-from claude_lab.stats import summarize
+from claude_lab._export import export, read_provenance
+from claude_lab._job import BatchJob, attach
+from claude_lab._journal import JobStatus
+from claude_lab._plots import plot_accuracy, plot_cost_vs_score, plot_latency, plot_tokens
+from claude_lab._pricing import Price
+from claude_lab._report import report, to_latex
+from claude_lab._scoring import JUDGE_RUBRIC, Verdict, score
+from claude_lab._stats import summarize
+from claude_lab._version import __version__
 
 
 def jobs() -> pd.DataFrame:
@@ -35,7 +39,7 @@ def jobs() -> pd.DataFrame:
     ``stored_mb`` is what each job takes up in the journal; ``attrs["journal"]`` holds
     the journal's path and total size (``claude-lab prune`` or ``forget`` trims it).
     """
-    from claude_lab.journal import open_journal
+    from claude_lab._journal import open_journal
 
     jnl = open_journal()
     frame = jnl.list_jobs()
@@ -52,7 +56,7 @@ def forget(job: str | BatchJob, *, keep_cache: bool = False) -> None:
     A job whose batches may still be running is refused (wait for it or cancel it
     first): the journal is what keeps them from being lost or paid twice.
     """
-    from claude_lab.journal import open_journal
+    from claude_lab._journal import open_journal
 
     open_journal().prune(
         job_ids=[job.id if isinstance(job, BatchJob) else job], keep_cache=keep_cache
@@ -61,18 +65,22 @@ def forget(job: str | BatchJob, *, keep_cache: bool = False) -> None:
 
 del _accessor
 
-__all__ = [
+__all__ = [  # noqa: RUF022 (plain sorted, as tests/test_exported_members.py checks)
     "BatchJob",
     "ClaudeLabError",
     "Comparison",
     "ConfigError",
     "InputError",
+    "JUDGE_RUBRIC",
     "JobError",
     "JobNotFoundError",
+    "JobStatus",
     "JournalError",
     "NotReadyError",
+    "Price",
     "RequestTooLargeError",
     "TemplateError",
+    "Verdict",
     "__version__",
     "attach",
     "compare",
@@ -80,6 +88,7 @@ __all__ = [
     "export",
     "forget",
     "jobs",
+    "load_sample",
     "plot_accuracy",
     "plot_cost_vs_score",
     "plot_latency",
@@ -87,6 +96,7 @@ __all__ = [
     "read_provenance",
     "report",
     "score",
+    "shapes",
     "summarize",
     "to_latex",
 ]

@@ -1,5 +1,5 @@
-"""``python -m claude_lab``: the command line (see claude_lab.cli)."""
+"""``python -m claude_lab``: the command line (see claude_lab._cli)."""
 
-from claude_lab.cli import main
+from claude_lab._cli import main
 
 raise SystemExit(main())

@@ -10,13 +10,13 @@ import pydantic
 import pytest
 
 import claude_lab  # noqa: F401  (registers df.claude)
-from claude_lab.emulator import Emulator, RowError, serve
-from claude_lab.errors import (
+from claude_lab._errors import (
     ConfigError,
     InputError,
     RequestTooLargeError,
     TemplateError,
 )
+from claude_lab.emulator import Emulator, RowError, serve
 
 CREATE = ("POST", "/v1/messages/batches")
 SUM = "What is {a} + {b}? Answer with a single number."
@@ -110,7 +110,7 @@ def test_errored_rows_carry_the_nested_error(fast: Emulator) -> None:
 def test_unknown_model_is_an_errored_row_not_an_exception(fast: Emulator) -> None:
     # A misspelt model is refused before sending (test_preflight); one the API stops
     # serving after the catalogue was read comes back as row data, not an exception.
-    from claude_lab.models import catalogue
+    from claude_lab._models import catalogue
 
     df = pd.DataFrame({"q": ["hi"]})
     client = fast.client()

@@ -36,7 +36,7 @@ THEME = os.environ.get("CLAUDE_LAB_THEME", "light")
 
 CELLS = [
     "import claude_lab\n"
-    "from claude_lab.demo import load_sample\n"
+    "from claude_lab._demo import load_sample\n"
     "from claude_lab.emulator import serve\n"
     f"df = load_sample().head({ROWS})\n"
     "emu = serve(counts='incremental', request_seconds=0.1, concurrency=2, seed=0,\n"
@@ -51,8 +51,8 @@ CELLS = [
     "out = df.claude.batch('Question: {question}\\nAnswer with a single number.', "
     "model='claude-haiku-4-5', max_tokens=32, client=client, poll_interval=(0.1, 0.3))",
     # A live display whose cost line holds two dollar amounts (as on a multi-batch job).
-    "from claude_lab.progress import Snapshot\n"
-    "from claude_lab.widget import WidgetDisplay\n"
+    "from claude_lab._progress import Snapshot\n"
+    "from claude_lab._widget import WidgetDisplay\n"
     "shown = WidgetDisplay(on_cancel=lambda: None, min_interval=0)\n"
     "shown.update(Snapshot(job_id='job_cost', batch_ids=(), status='in_progress', "
     "counts={'processing': 5, 'succeeded': 5}, requests=10, rows=10, counts_move=True, "

@@ -11,7 +11,7 @@ import pytest
 from emulator_helpers import until as _until
 
 import claude_lab
-from claude_lab.cli import main
+from claude_lab._cli import main
 from claude_lab.emulator import Emulator
 
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}

@@ -8,8 +8,8 @@ import pytest
 from scipy import stats as sps
 
 import claude_lab
-from claude_lab.compare import mcnemar
-from claude_lab.errors import InputError
+from claude_lab._compare import mcnemar
+from claude_lab._errors import InputError
 
 
 def _two(a: list[float | None], b: list[float | None]) -> pd.DataFrame:

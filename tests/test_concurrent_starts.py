@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
+from claude_lab._journal import SCHEMA_VERSION, Journal
 from claude_lab.emulator import Emulator
-from claude_lab.journal import SCHEMA_VERSION, Journal
 
 PROCESSES = 3
 TRIALS = 6
@@ -256,7 +256,7 @@ def test_processes_whose_same_size_creates_are_all_lost_each_keep_their_own(
 
 def _opener(paths: list[str], barrier: Any, reports: Any) -> None:
     """One process: for each fresh path, wait at the barrier, then open it."""
-    from claude_lab.journal import Journal
+    from claude_lab._journal import Journal
 
     for path in paths:
         barrier.wait(timeout=120)

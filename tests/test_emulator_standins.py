@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import claude_lab
-from claude_lab.demo import load_sample
+from claude_lab._demo import load_sample
 from claude_lab.emulator import serve, stand_in_models
 from claude_lab.emulator.standins import ERROR_RATES
 

@@ -10,8 +10,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from claude_lab.errors import ConfigError, InputError
-from claude_lab.export import export, read_provenance, scrub
+from claude_lab._errors import ConfigError, InputError
+from claude_lab._export import export, read_provenance, scrub
 
 PROV: dict[str, Any] = {
     "job_id": "job_1",

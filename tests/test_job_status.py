@@ -8,9 +8,9 @@ from typing import Any
 import pandas as pd
 from emulator_helpers import until as _until
 
+from claude_lab._journal import JobStatus, open_journal
+from claude_lab._progress import Snapshot
 from claude_lab.emulator import Emulator
-from claude_lab.journal import JobStatus, open_journal
-from claude_lab.progress import Snapshot
 
 SUM = "What is {a} + {b}? Answer with a single number."
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 import claude_lab
+from claude_lab._errors import ConfigError, JournalError
+from claude_lab._journal import Journal, default_home
 from claude_lab.emulator import Emulator
-from claude_lab.errors import ConfigError, JournalError
-from claude_lab.journal import Journal, default_home
 
 SUM = "What is {a} + {b}?"
 FAST = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}

@@ -10,9 +10,9 @@ import orjson
 import pandas as pd
 
 import claude_lab
-from claude_lab import journal as jmod
-from claude_lab import plan as plan_mod
-from claude_lab import requests
+from claude_lab import _journal as jmod
+from claude_lab import _plan as plan_mod
+from claude_lab import _requests as requests
 from claude_lab.emulator import Emulator
 
 SUM = "What is {a} + {b}? Answer with a single number."

@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 import claude_lab  # noqa: F401  (registers df.claude)
-from claude_lab import media, shapes
+from claude_lab import _media as media
+from claude_lab import _shapes as shapes
+from claude_lab._errors import InputError, TemplateError
 from claude_lab.emulator import Emulator, serve
-from claude_lab.errors import InputError, TemplateError
 
 CREATE = ("POST", "/v1/messages/batches")
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 import claude_lab
-from claude_lab.cli import main
-from claude_lab.demo import run_demo
+from claude_lab._cli import main
+from claude_lab._demo import run_demo
+from claude_lab._errors import InputError, JobError
+from claude_lab._models import ModelsWarning
 from claude_lab.emulator import Emulator
-from claude_lab.errors import InputError, JobError
-from claude_lab.models import ModelsWarning
 
 CREATE = ("POST", "/v1/messages/batches")
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}

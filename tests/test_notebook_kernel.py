@@ -33,7 +33,7 @@ from notebook_helpers import (
 SETUP = """
 import asyncio, json, os, time
 import claude_lab
-from claude_lab.demo import load_sample
+from claude_lab._demo import load_sample
 from claude_lab.emulator import serve
 df = load_sample()
 PROMPT = "Question: {question}\\nAnswer with a single number."
@@ -361,7 +361,7 @@ def test_await_in_a_plain_asyncio_program(tmp_path: Path) -> None:
         """
         import asyncio, json
         import claude_lab
-        from claude_lab.demo import load_sample
+        from claude_lab._demo import load_sample
         from claude_lab.emulator import serve
 
         async def main():

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 import claude_lab
+from claude_lab._errors import InputError
 from claude_lab.emulator import Emulator
-from claude_lab.errors import InputError
 
 CREATE = ("POST", "/v1/messages/batches")
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 import claude_lab
+from claude_lab._errors import InputError
+from claude_lab._models import ModelsWarning, catalogue
 from claude_lab.emulator import Emulator
-from claude_lab.errors import InputError
-from claude_lab.models import ModelsWarning, catalogue
 
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02}
 DF = pd.DataFrame({"q": ["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 3?"]}, index=[10, 11, 12])

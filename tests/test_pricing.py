@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from anthropic.types.model import Model
 
-from claude_lab.pricing import (
+from claude_lab._pricing import (
     PRICES,
     PRICES_AS_OF,
     Price,

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from claude_lab import auto, console
-from claude_lab.auto import make_display
-from claude_lab.console import ConsoleDisplay, LineLogDisplay
-from claude_lab.errors import InputError
-from claude_lab.progress import (
+from claude_lab import _auto as auto
+from claude_lab import _console as console
+from claude_lab._auto import make_display
+from claude_lab._console import ConsoleDisplay, LineLogDisplay
+from claude_lab._errors import InputError
+from claude_lab._progress import (
     WIDGET_VIEW_MIME,
     BatchInfo,
     NullDisplay,
@@ -325,7 +326,7 @@ def test_console_writes_to_stderr_by_default(capsys: pytest.CaptureFixture[str])
 
 
 def test_forced_choices() -> None:
-    from claude_lab.widget import WidgetDisplay
+    from claude_lab._widget import WidgetDisplay
 
     assert isinstance(make_display(None), NullDisplay)
     assert isinstance(make_display("console"), ConsoleDisplay)
@@ -348,7 +349,7 @@ class FakeShell:
 def test_auto_picks_widget_in_a_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     import IPython
 
-    from claude_lab.widget import WidgetDisplay
+    from claude_lab._widget import WidgetDisplay
 
     monkeypatch.setattr(IPython, "get_ipython", lambda: FakeShell(kernel=object()))
     assert isinstance(make_display("auto"), WidgetDisplay)
@@ -368,7 +369,7 @@ def test_auto_outside_a_kernel_follows_the_terminal_width(
 
 def test_plain_script_never_imports_ipywidgets_or_ipython() -> None:
     code = (
-        "import sys; from claude_lab.auto import make_display; d = make_display('auto'); "
+        "import sys; from claude_lab._auto import make_display; d = make_display('auto'); "
         "print(type(d).__name__, 'ipywidgets' in sys.modules, 'IPython' in sys.modules)"
     )
     res = subprocess.run(

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 import claude_lab
-from claude_lab import cli
+from claude_lab import _cli as cli
+from claude_lab._journal import open_journal
 from claude_lab.emulator import Emulator
-from claude_lab.journal import open_journal
 
 SUM = "What is {a} + {b}? Answer with a single number."
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}

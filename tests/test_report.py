@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 import claude_lab
-from claude_lab.demo import load_sample
+from claude_lab._demo import load_sample
+from claude_lab._report import fmt
 from claude_lab.emulator import serve, stand_in_models
-from claude_lab.report import fmt
 
 CHROMIUM = "/usr/bin/chromium"
 MODELS = ["claude-haiku-4-5", "claude-sonnet-4-5"]

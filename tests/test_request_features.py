@@ -11,10 +11,10 @@ import pydantic
 import pytest
 
 import claude_lab
-from claude_lab import pricing
+from claude_lab import _pricing as pricing
+from claude_lab._errors import InputError
 from claude_lab.emulator import Emulator, serve
 from claude_lab.emulator.features import REDACTED_THINKING_TRIGGER
-from claude_lab.errors import InputError
 
 CREATE = ("POST", "/v1/messages/batches")
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02}

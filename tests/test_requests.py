@@ -8,8 +8,8 @@ import numpy as np
 import orjson
 import pytest
 
-from claude_lab import requests
-from claude_lab.errors import RequestTooLargeError
+from claude_lab import _requests as requests
+from claude_lab._errors import RequestTooLargeError
 
 
 def _params(text: str) -> dict[str, object]:

@@ -12,8 +12,8 @@ import pytest
 from anthropic.types.messages import MessageBatchIndividualResponse
 from pydantic import BaseModel
 
-from claude_lab.pricing import PricingWarning
-from claude_lab.results import (
+from claude_lab._pricing import PricingWarning
+from claude_lab._results import (
     CANCELED_MESSAGE,
     EXPIRED_MESSAGE,
     MISSING_MESSAGE,

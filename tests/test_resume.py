@@ -160,9 +160,9 @@ def test_results_outlive_the_apis_29_day_archive(emu: Emulator) -> None:
 
 def test_a_create_that_was_never_journaled_is_adopted_not_repeated(emu: Emulator) -> None:
     """A crash between the create call and the journal write leaves only the intent behind."""
-    from claude_lab import plan as plan_mod
-    from claude_lab import requests
-    from claude_lab.journal import open_journal
+    from claude_lab import _plan as plan_mod
+    from claude_lab import _requests as requests
+    from claude_lab._journal import open_journal
 
     df = _frame(6)
     client = emu.client()

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import claude_lab
-from claude_lab.errors import InputError
+from claude_lab._errors import InputError
 
 
 def _table(replies: list[str | None], refs: list[object], status: list[str] | None = None):

@@ -10,8 +10,8 @@ import pytest
 from scipy import stats as sps
 
 import claude_lab
-from claude_lab.errors import InputError
-from claude_lab.stats import bootstrap_ci, cluster_ci, wilson_ci
+from claude_lab._errors import InputError
+from claude_lab._stats import bootstrap_ci, cluster_ci, wilson_ci
 
 
 def test_wilson_matches_closed_form_and_edges() -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from claude_lab import templates
-from claude_lab.errors import InputError, TemplateError
+from claude_lab import _templates as templates
+from claude_lab._errors import InputError, TemplateError
 
 BASE = {"model": "claude-haiku-4-5", "max_tokens": 16}
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 import claude_lab
+from claude_lab._errors import InputError
 from claude_lab.emulator import Emulator
-from claude_lab.errors import InputError
 
 CREATE = ("POST", "/v1/messages/batches")
 SUM = "What is {a} + {b}? Answer with a single number."
@@ -71,7 +71,7 @@ def test_epochs_long_table_distinct_deterministic_ids(fast: Emulator) -> None:
     assert ids.is_unique and len(ids) == 9
     assert fast.count(*CREATE) == 1
     # Deterministic: the same call elsewhere gives the same ids (and the journal's cache).
-    plan = claude_lab.plan.plan(df, SUM, model=MODELS, epochs=3)
+    plan = claude_lab._plan.plan(df, SUM, model=MODELS, epochs=3)
     assert sorted(plan.encoded.custom_ids) == sorted(
         set(out["haiku_4_5_custom_id"].dropna()) | set(out["sonnet_4_5_custom_id"].dropna())
     )
@@ -120,7 +120,7 @@ def test_attach_rebuilds_the_model_blocks(fast: Emulator) -> None:
 def test_cli_results_exports_every_model_offline(
     fast: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from claude_lab.cli import main
+    from claude_lab._cli import main
 
     out = _frame().claude.batch(SUM, model=MODELS, client=fast.client(), **FAST)
     path = tmp_path / "both.csv"

@@ -12,8 +12,8 @@ import ipywidgets as widgets
 import pytest
 from test_progress import FakeClock
 
-from claude_lab.progress import WIDGET_VIEW_MIME, BatchInfo, Snapshot, text_summary
-from claude_lab.widget import WidgetDisplay
+from claude_lab._progress import WIDGET_VIEW_MIME, BatchInfo, Snapshot, text_summary
+from claude_lab._widget import WidgetDisplay
 
 JOB = "job_7f3a9c"
 BATCHES = ("msgbatch_01Aaa", "msgbatch_01Bbb")

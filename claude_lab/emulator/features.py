@@ -19,7 +19,7 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from claude_lab import media
+from claude_lab import _media as media
 
 __all__ = [
     "LONG_OUTPUT_BETA",

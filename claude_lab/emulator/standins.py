@@ -13,7 +13,7 @@ as the emulator always does, and then sometimes get it wrong.
 Requests asking for a structured verdict (an output schema with ``score`` and
 ``reason``) are answered as a judge: the number after ``Response:`` is compared
 with the number after ``Reference answer:`` in the prompt (the layout of
-:data:`claude_lab.scoring.JUDGE_RUBRIC`), score 1.0 or 0.0.
+:data:`claude_lab._scoring.JUDGE_RUBRIC`), score 1.0 or 0.0.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from claude_lab.errors import ConfigError, InputError, JobNotFoundError, JournalError
+from claude_lab._errors import ConfigError, InputError, JobNotFoundError, JournalError
 
 __all__ = [
     "INACTIVE_STATUSES",

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from claude_lab.errors import InputError
+from claude_lab._errors import InputError
 
 __all__ = ["JUDGE_RUBRIC", "SCORERS", "Verdict", "answered", "score"]
 
@@ -289,7 +289,7 @@ def score(
         )
     ref = _reference(table, reference)
     if scorer == "judge":
-        from claude_lab.judge import judge
+        from claude_lab._judge import judge
 
         return judge(table, reference=ref, name=name, **options)
     ok_rows = answered(table, name)

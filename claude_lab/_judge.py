@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from claude_lab.errors import InputError
-from claude_lab.scoring import JUDGE_RUBRIC, Verdict, answered
+from claude_lab._errors import InputError
+from claude_lab._scoring import JUDGE_RUBRIC, Verdict, answered
 
 __all__ = ["judge"]
 
@@ -43,7 +43,7 @@ def judge(
     ...). Rows with no reply are not sent (their judge status is ``skipped``) and
     their score is NA.
     """
-    from claude_lab import job as job_mod
+    from claude_lab import _job as job_mod
 
     if not isinstance(model, str) or not model:
         raise InputError(
@@ -53,7 +53,7 @@ def judge(
     if not isinstance(rubric, str) or "{reply}" not in rubric:
         raise InputError(
             "rubric= must be a template with {reply} (the reply being graded); "
-            "see claude_lab.scoring.JUDGE_RUBRIC."
+            "see claude_lab.JUDGE_RUBRIC."
         )
     if reference is None and "{reference}" in rubric:
         raise InputError(
@@ -84,7 +84,7 @@ def judge(
     if score_col not in graded.columns:
         raise InputError(
             "output= must have a 'score' field (a number in [0, 1] or a bool), e.g. "
-            "claude_lab.scoring.Verdict."
+            "claude_lab.Verdict."
         )
     out = table.copy()
     for col in graded.columns:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from claude_lab.errors import ConfigError, InputError
-from claude_lab.progress import DEFAULT_MIN_INTERVAL, Display, NullDisplay
+from claude_lab._errors import ConfigError, InputError
+from claude_lab._progress import DEFAULT_MIN_INTERVAL, Display, NullDisplay
 
 __all__ = ["PROGRESS_CHOICES", "in_kernel", "make_display"]
 
@@ -42,7 +42,7 @@ def make_display(
 
     ``on_cancel`` is what the widget's Cancel button calls.
     """
-    from claude_lab import console
+    from claude_lab import _console as console
 
     if progress is not None and not isinstance(progress, str):
         raise InputError(_bad_progress(progress))
@@ -61,7 +61,7 @@ def make_display(
         return console.LineLogDisplay()
     if progress == "widget":
         try:
-            from claude_lab.widget import WidgetDisplay
+            from claude_lab._widget import WidgetDisplay
         except ImportError as exc:
             raise ConfigError(
                 f'progress="widget" needs ipywidgets ({exc}); install it with '

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from claude_lab.errors import InputError
+from claude_lab._errors import InputError
 
 __all__ = [
     "Z95",

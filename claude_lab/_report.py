@@ -21,11 +21,11 @@ from typing import Any
 import orjson
 import pandas as pd
 
+from claude_lab._compare import compare, scored_names
+from claude_lab._errors import ConfigError, InputError
+from claude_lab._plan import now_iso
+from claude_lab._stats import summarize
 from claude_lab._version import __version__
-from claude_lab.compare import compare, scored_names
-from claude_lab.errors import ConfigError, InputError
-from claude_lab.plan import now_iso
-from claude_lab.stats import summarize
 
 __all__ = ["provenance", "report", "summary_table", "to_latex"]
 
@@ -226,7 +226,7 @@ def report(
     plot_note = ""
     if plots:
         try:
-            from claude_lab import plots as plots_mod
+            from claude_lab import _plots as plots_mod
 
             figs = [
                 ("Score by " + by if by else "Score", plots_mod.plot_accuracy(table, by, chosen)),

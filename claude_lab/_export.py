@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 import pandas as pd
 
+from claude_lab._errors import ConfigError, InputError
 from claude_lab._version import __version__
-from claude_lab.errors import ConfigError, InputError
 
 __all__ = ["PROVENANCE_KEY", "export", "read_provenance", "scrub"]
 

@@ -16,9 +16,9 @@ from typing import Any
 import anthropic
 import pandas as pd
 
-from claude_lab import job as job_mod
-from claude_lab.errors import ConfigError, InputError
-from claude_lab.export import export
+from claude_lab import _job as job_mod
+from claude_lab._errors import ConfigError, InputError
+from claude_lab._export import export
 
 __all__ = ["load_sample", "run_demo"]
 

@@ -3,7 +3,7 @@
 `ConsoleDisplay` draws tqdm's bar with rate and ETA on a terminal that has a
 width. `LineLogDisplay` writes one line per change (throttled) for scripts,
 CI logs and terminals that report no width, so progress shows there too.
-Both only read `progress.Snapshot`s; `claude_lab.auto` picks between them.
+Both only read `progress.Snapshot`s; `claude_lab._auto` picks between them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import sys
 from typing import IO, Any
 
-from claude_lab.progress import (
+from claude_lab._progress import (
     COUNT_KEYS,
     DEFAULT_MIN_INTERVAL,
     Clock,

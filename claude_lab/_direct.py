@@ -24,11 +24,14 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from claude_lab import models, pricing, progress, results
+from claude_lab import _models as models
+from claude_lab import _pricing as pricing
+from claude_lab import _progress as progress
+from claude_lab import _results as results
+from claude_lab._errors import InputError
+from claude_lab._job import _retry_after
+from claude_lab._plan import Plan, now_iso, plan
 from claude_lab._version import __version__
-from claude_lab.errors import InputError
-from claude_lab.job import _retry_after
-from claude_lab.plan import Plan, now_iso, plan
 
 __all__ = ["messages", "pilot", "project_batch_cost", "send"]
 
@@ -221,7 +224,7 @@ def pilot(
     prints the projected cost of the full batch (also in ``attrs["claude_lab"]``).
     Nothing is journaled; no batch is created.
     """
-    from claude_lab.job import resolve_client
+    from claude_lab._job import resolve_client
 
     _check(options, concurrency)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -292,9 +295,9 @@ def messages(
     as ``df.claude.batch``; ``concurrency`` requests at a time; 429 ``retry-after``
     honoured; a progress display.
     """
-    from claude_lab import journal as journal_mod
-    from claude_lab import requests as requests_mod
-    from claude_lab.job import resolve_client
+    from claude_lab import _journal as journal_mod
+    from claude_lab import _requests as requests_mod
+    from claude_lab._job import resolve_client
 
     _check(options, concurrency)
     p = plan(df, prompt, **options)

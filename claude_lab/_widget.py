@@ -10,7 +10,7 @@ widget view) and the widgets are closed, so a reopened notebook, VS Code,
 GitHub and nbconvert show the final counts instead of "model not found".
 
 Core widgets need no front-end extension of ours, so the display renders in
-JupyterLab, VS Code and Colab. Imported only by `claude_lab.auto`.
+JupyterLab, VS Code and Colab. Imported only by `claude_lab._auto`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from claude_lab.progress import (
+from claude_lab._progress import (
     COLOR_VARS,
     DEFAULT_MIN_INTERVAL,
     OUTCOME_KEYS,

@@ -1,7 +1,7 @@
 """The sample images the package ships: tiny PNGs of coloured shapes, drawn with zlib/struct.
 
 ``shapes()`` lists them (path, shape, colour) as a DataFrame for the images
-notebook and tests; ``python -m claude_lab.shapes`` redraws the files under
+notebook and tests; ``python -m claude_lab._shapes`` redraws the files under
 ``claude_lab/data/shapes/`` (they are committed, never downloaded). No imaging
 library is needed.
 """

@@ -20,9 +20,9 @@ from typing import Any
 import anthropic
 import pandas as pd
 
+from claude_lab._errors import ClaudeLabError, InputError
+from claude_lab._journal import ROW_COUNT_KINDS, JobRecord, Journal
 from claude_lab._version import __version__
-from claude_lab.errors import ClaudeLabError, InputError
-from claude_lab.journal import ROW_COUNT_KINDS, JobRecord, Journal
 
 __all__ = ["main"]
 
@@ -97,11 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from claude_lab import job as job_mod
-    from claude_lab.journal import open_journal
+    from claude_lab import _job as job_mod
+    from claude_lab._journal import open_journal
 
     if args.command == "demo":
-        from claude_lab.demo import run_demo
+        from claude_lab._demo import run_demo
 
         run_demo(
             real=args.real,
@@ -147,8 +147,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _results(rec: JobRecord, out: str, *, with_input: bool) -> int:
-    from claude_lab.export import export
-    from claude_lab.job import load_result
+    from claude_lab._export import export
+    from claude_lab._job import load_result
 
     df, rec = load_result(rec.job_id, with_input=with_input)
     export(df, out)
@@ -188,7 +188,7 @@ def _show(jnl: Journal, rec: JobRecord) -> None:
 
 def _refresh(jnl: Journal, rec: JobRecord) -> tuple[bool, str]:
     """Update the journal's batch statuses from the API; (done, what happened)."""
-    from claude_lab.job import resolve_client
+    from claude_lab._job import resolve_client
 
     open_batches = [b for b in jnl.batches(rec.job_id) if b.processing_status != "ended"]
     if not open_batches:
@@ -232,7 +232,7 @@ def _age(text: str) -> timedelta:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from claude_lab.journal import open_journal
+    from claude_lab._journal import open_journal
 
     if args.older_than is None and not args.job:
         raise InputError("claude-lab prune: give --older-than AGE (e.g. 30d) and/or --job ID.")

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from claude_lab.errors import InputError, TemplateError
+from claude_lab._errors import InputError, TemplateError
 
 __all__ = ["ON_MISSING", "Prompt", "Rendered", "Template", "compile_prompt", "render"]
 

@@ -179,7 +179,7 @@ def validate_prices(prices: Any) -> None:
         if price is None:
             raise ValueError(
                 f"{where}: pass (input, output) USD per million tokens, e.g. "
-                f"prices={{{model!r}: (1.0, 5.0)}}, or a claude_lab.pricing.Price."
+                f"prices={{{model!r}: (1.0, 5.0)}}, or a claude_lab.Price."
             )
         rates = (price.input, price.output, price.cache_write, price.cache_write_1h)
         if not all(r is None or (math.isfinite(r) and r >= 0) for r in (*rates, price.cache_read)):

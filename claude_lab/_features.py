@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from claude_lab.errors import InputError
+from claude_lab._errors import InputError
 
 __all__ = [
     "LONG_OUTPUT_BETA",

@@ -17,7 +17,7 @@ from typing import Any
 
 import pydantic
 
-from claude_lab.errors import InputError
+from claude_lab._errors import InputError
 
 __all__ = ["choice_param", "definitions", "forced_schema"]
 

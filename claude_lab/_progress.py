@@ -6,8 +6,8 @@ tested without wall-clock time), the `RateMeter` behind rate and ETA, the
 wording every front-end uses (`header_text`, `headline`, `next_step`) and the
 static result card a saved notebook keeps (`text_summary`, `html_summary`,
 `mimebundle`). It imports no front-end: the console front-ends live in
-`claude_lab.console`, the notebook one in `claude_lab.widget`, and
-`claude_lab.auto` picks one (the tqdm layering: std / notebook / auto).
+`claude_lab._console`, the notebook one in `claude_lab._widget`, and
+`claude_lab._auto` picks one (the tqdm layering: std / notebook / auto).
 """
 
 from __future__ import annotations

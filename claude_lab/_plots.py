@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from claude_lab.compare import scored_names
-from claude_lab.errors import ConfigError, InputError, JobNotFoundError
-from claude_lab.stats import summarize
+from claude_lab._compare import scored_names
+from claude_lab._errors import ConfigError, InputError, JobNotFoundError
+from claude_lab._stats import summarize
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -145,7 +145,7 @@ def _seconds(start: str | None, end: str | None) -> float:
 
 def batch_latency(table: pd.DataFrame, name: str) -> pd.Series:
     """Per row, seconds from its batch's creation to its end (journal records); NA if unknown."""
-    from claude_lab.journal import open_journal
+    from claude_lab._journal import open_journal
 
     col = f"{name}_batch_id"
     if col not in table.columns:

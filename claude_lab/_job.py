@@ -34,12 +34,17 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from claude_lab import journal as journal_mod
-from claude_lab import models, progress, requests, results, table_html, templates, variants
-from claude_lab._version import __version__
-from claude_lab.errors import ConfigError, InputError, JobError, NotReadyError
-from claude_lab.journal import JobStatus
-from claude_lab.plan import (
+from claude_lab import _journal as journal_mod
+from claude_lab import _models as models
+from claude_lab import _progress as progress
+from claude_lab import _requests as requests
+from claude_lab import _results as results
+from claude_lab import _table_html as table_html
+from claude_lab import _templates as templates
+from claude_lab import _variants as variants
+from claude_lab._errors import ConfigError, InputError, JobError, NotReadyError
+from claude_lab._journal import JobStatus
+from claude_lab._plan import (
     DEFAULT_MAX_QUEUED,
     clashing_columns,
     now_iso,
@@ -47,7 +52,8 @@ from claude_lab.plan import (
     poll_schedule,
     progress_choice,
 )
-from claude_lab.uipoll import CommPump
+from claude_lab._uipoll import CommPump
+from claude_lab._version import __version__
 
 __all__ = ["BatchJob", "attach", "load_result", "run"]
 

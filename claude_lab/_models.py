@@ -3,7 +3,7 @@
 One Models API call per client (``GET /v1/models``, every lifecycle, cached for
 the session). Offline, or behind a gateway without that route, the installed
 SDK's ``Model`` list stands in, with a warning: names are still checked, limits
-and capabilities are not. :func:`preflight` turns a :class:`~claude_lab.plan.Plan`
+and capabilities are not. :func:`preflight` turns a :class:`~claude_lab._plan.Plan`
 into ONE :class:`InputError` listing every problem (unknown or retired model,
 ``max_tokens`` over the limit, rows over the context window, unsupported
 features, sampling parameters the API version refuses), before the journal is
@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 import anthropic
 import numpy as np
 
-from claude_lab.errors import InputError
-from claude_lab.features import LONG_OUTPUT_BETA, LONG_OUTPUT_MAX_TOKENS
-from claude_lab.media import prompt_tokens
+from claude_lab._errors import InputError
+from claude_lab._features import LONG_OUTPUT_BETA, LONG_OUTPUT_MAX_TOKENS
+from claude_lab._media import prompt_tokens
 
 if TYPE_CHECKING:
-    from claude_lab.plan import Plan
+    from claude_lab._plan import Plan
 
 __all__ = [
     "API_VERSION",

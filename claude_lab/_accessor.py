@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from claude_lab import job as job_mod
-from claude_lab import plan as plan_mod
+from claude_lab import _job as job_mod
+from claude_lab import _plan as plan_mod
 
 __all__ = ["ClaudeAccessor"]
 
@@ -83,7 +83,7 @@ class ClaudeAccessor:
         prints the full batch's cost projected from the pilot's real token usage (also
         in ``attrs["claude_lab"]["projection"]``). No batch is created; nothing journaled.
         """
-        from claude_lab import direct
+        from claude_lab import _direct as direct
 
         plan_mod.check_options(
             options, "df.claude.pilot", also=("client", "n", "seed", "rows", "concurrency")
@@ -97,7 +97,7 @@ class ClaudeAccessor:
         and cached like a batch run; 429 ``retry-after`` is honoured. For small frames
         in an interactive loop, where waiting for a batch costs more than 50% saves.
         """
-        from claude_lab import direct
+        from claude_lab import _direct as direct
 
         plan_mod.check_options(options, "df.claude.messages", also=("client", "concurrency"))
         return direct.messages(self._df, prompt, **options)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from claude_lab.errors import InputError
-from claude_lab.stats import clusters_of, is_binary, summarize
+from claude_lab._errors import InputError
+from claude_lab._stats import clusters_of, is_binary, summarize
 
 __all__ = ["Comparison", "compare", "disagreements", "mcnemar", "scored_names"]
 
@@ -108,7 +108,7 @@ class Comparison:
         )
 
     def to_latex(self) -> str:
-        from claude_lab.report import to_latex
+        from claude_lab._report import to_latex
 
         return (
             to_latex(self.models, caption="Models")

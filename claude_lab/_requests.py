@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from claude_lab.errors import RequestTooLargeError
+from claude_lab._errors import RequestTooLargeError
 
 __all__ = [
     "MAX_BATCH_BYTES",

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from claude_lab.errors import InputError, TemplateError
+from claude_lab._errors import InputError, TemplateError
 
 __all__ = [
     "IMAGE_TYPES",

@@ -22,7 +22,7 @@ import pandas as pd
 from orjson import JSONDecodeError, loads
 from pydantic import BaseModel, ValidationError
 
-from claude_lab import pricing
+from claude_lab import _pricing as pricing
 
 __all__ = [
     "CANCELED_MESSAGE",

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from claude_lab._errors import InputError
 from claude_lab._version import __version__
-from claude_lab.errors import InputError
 
 if TYPE_CHECKING:
-    from claude_lab.job import BatchJob
+    from claude_lab._job import BatchJob
 
 __all__ = ["EPOCH_COLUMN", "build", "ceiling", "prefix_for", "variants"]
 
@@ -111,7 +111,7 @@ def build(job: BatchJob) -> pd.DataFrame:
             "status_counts": {str(k): int(c) for k, c in status.value_counts().items()},
             "cost_usd": float(pd.Series(cols[f"{prefix}_cost_usd"]).sum()),
         }
-    from claude_lab.plan import now_iso
+    from claude_lab._plan import now_iso
 
     out.attrs["claude_lab"] = {
         "job_id": job.id,
@@ -149,8 +149,8 @@ def ceiling(
 ) -> float | None:
     """Upper-bound cost of sending requests ``uids``, priced per model (None if any model
     has no known price)."""
-    from claude_lab.media import prompt_tokens
-    from claude_lab.plan import cost_ceiling
+    from claude_lab._media import prompt_tokens
+    from claude_lab._plan import cost_ceiling
 
     uids = np.asarray(uids, dtype=np.int64)
     vs = config.get("variants")
