@@ -27,8 +27,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from claude_lab import _collector as results
 from claude_lab import _requests as requests
-from claude_lab import _results as results
 from claude_lab import _templates as templates
 from claude_lab._plan import build_params
 

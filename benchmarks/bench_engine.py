@@ -95,11 +95,11 @@ def _timed(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def _instrument() -> None:
     import anthropic.resources.messages.batches as sdk_batches
 
+    from claude_lab import _collector as results
     from claude_lab import _job as job
-    from claude_lab import _journal as journal
+    from claude_lab import _ledger as journal
     from claude_lab import _plan as plan
     from claude_lab import _requests as requests
-    from claude_lab import _results as results
     from claude_lab import _templates as templates
 
     templates.render = _timed("plan: render", templates.render)  # type: ignore[assignment]

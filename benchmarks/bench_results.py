@@ -34,10 +34,10 @@ from anthropic._models import construct_type_unchecked
 from anthropic.types.messages import MessageBatchIndividualResponse
 
 try:
-    from claude_lab._results import ResultAccumulator, iter_lines
+    from claude_lab._collector import ResultAccumulator, iter_lines
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from claude_lab._results import ResultAccumulator, iter_lines
+    from claude_lab._collector import ResultAccumulator, iter_lines
 
 
 def make_lines(n: int, seed: int = 0) -> tuple[list[str], list[bytes]]:

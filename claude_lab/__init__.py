@@ -24,7 +24,7 @@ from claude_lab._errors import (
 )
 from claude_lab._export import export, read_provenance
 from claude_lab._job import BatchJob, attach
-from claude_lab._journal import JobStatus
+from claude_lab._ledger import JobStatus
 from claude_lab._plots import plot_accuracy, plot_cost_vs_score, plot_latency, plot_tokens
 from claude_lab._pricing import Price
 from claude_lab._report import report, to_latex
@@ -39,7 +39,7 @@ def jobs() -> pd.DataFrame:
     ``stored_mb`` is what each job takes up in the journal; ``attrs["journal"]`` holds
     the journal's path and total size (``claude-lab prune`` or ``forget`` trims it).
     """
-    from claude_lab._journal import open_journal
+    from claude_lab._ledger import open_journal
 
     jnl = open_journal()
     frame = jnl.list_jobs()
@@ -56,7 +56,7 @@ def forget(job: str | BatchJob, *, keep_cache: bool = False) -> None:
     A job whose batches may still be running is refused (wait for it or cancel it
     first): the journal is what keeps them from being lost or paid twice.
     """
-    from claude_lab._journal import open_journal
+    from claude_lab._ledger import open_journal
 
     open_journal().prune(
         job_ids=[job.id if isinstance(job, BatchJob) else job], keep_cache=keep_cache

@@ -21,7 +21,7 @@ import anthropic
 import pandas as pd
 
 from claude_lab._errors import ClaudeLabError, InputError
-from claude_lab._journal import ROW_COUNT_KINDS, JobRecord, Journal
+from claude_lab._ledger import ROW_COUNT_KINDS, JobRecord, Journal
 from claude_lab._version import __version__
 
 __all__ = ["main"]
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from claude_lab import _job as job_mod
-    from claude_lab._journal import open_journal
+    from claude_lab._ledger import open_journal
 
     if args.command == "demo":
         from claude_lab._demo import run_demo
@@ -232,7 +232,7 @@ def _age(text: str) -> timedelta:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from claude_lab._journal import open_journal
+    from claude_lab._ledger import open_journal
 
     if args.older_than is None and not args.job:
         raise InputError("claude-lab prune: give --older-than AGE (e.g. 30d) and/or --job ID.")

@@ -24,10 +24,10 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from claude_lab import _collector as results
 from claude_lab import _models as models
 from claude_lab import _pricing as pricing
 from claude_lab import _progress as progress
-from claude_lab import _results as results
 from claude_lab._errors import InputError
 from claude_lab._job import _retry_after
 from claude_lab._plan import Plan, now_iso, plan
@@ -295,7 +295,7 @@ def messages(
     as ``df.claude.batch``; ``concurrency`` requests at a time; 429 ``retry-after``
     honoured; a progress display.
     """
-    from claude_lab import _journal as journal_mod
+    from claude_lab import _ledger as journal_mod
     from claude_lab import _requests as requests_mod
     from claude_lab._job import resolve_client
 

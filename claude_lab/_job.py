@@ -34,16 +34,16 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from claude_lab import _journal as journal_mod
+from claude_lab import _collector as results
+from claude_lab import _ledger as journal_mod
 from claude_lab import _models as models
 from claude_lab import _progress as progress
 from claude_lab import _requests as requests
-from claude_lab import _results as results
 from claude_lab import _table_html as table_html
 from claude_lab import _templates as templates
 from claude_lab import _variants as variants
 from claude_lab._errors import ConfigError, InputError, JobError, NotReadyError
-from claude_lab._journal import JobStatus
+from claude_lab._ledger import JobStatus
 from claude_lab._plan import (
     DEFAULT_MAX_QUEUED,
     clashing_columns,

@@ -22,13 +22,13 @@ import orjson
 import pandas as pd
 
 from claude_lab import _auto as auto
+from claude_lab import _collector as results
 from claude_lab import _features as features
 from claude_lab import _media as media
 from claude_lab import _models as models
 from claude_lab import _pricing as pricing
 from claude_lab import _progress as progress
 from claude_lab import _requests as requests
-from claude_lab import _results as results
 from claude_lab import _templates as templates
 from claude_lab import _tooldefs as tooldefs
 from claude_lab import _variants as variants

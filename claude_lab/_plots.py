@@ -145,7 +145,7 @@ def _seconds(start: str | None, end: str | None) -> float:
 
 def batch_latency(table: pd.DataFrame, name: str) -> pd.Series:
     """Per row, seconds from its batch's creation to its end (journal records); NA if unknown."""
-    from claude_lab._journal import open_journal
+    from claude_lab._ledger import open_journal
 
     col = f"{name}_batch_id"
     if col not in table.columns:

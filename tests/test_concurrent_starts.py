@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from claude_lab._journal import SCHEMA_VERSION, Journal
+from claude_lab._ledger import SCHEMA_VERSION, Journal
 from claude_lab.emulator import Emulator
 
 PROCESSES = 3
@@ -256,7 +256,7 @@ def test_processes_whose_same_size_creates_are_all_lost_each_keep_their_own(
 
 def _opener(paths: list[str], barrier: Any, reports: Any) -> None:
     """One process: for each fresh path, wait at the barrier, then open it."""
-    from claude_lab._journal import Journal
+    from claude_lab._ledger import Journal
 
     for path in paths:
         barrier.wait(timeout=120)

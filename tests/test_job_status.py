@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from emulator_helpers import until as _until
 
-from claude_lab._journal import JobStatus, open_journal
+from claude_lab._ledger import JobStatus, open_journal
 from claude_lab._progress import Snapshot
 from claude_lab.emulator import Emulator
 

@@ -17,9 +17,9 @@ import orjson
 import pandas as pd
 import pytest
 
-from claude_lab import _journal as jmod
+from claude_lab import _ledger as jmod
 from claude_lab._errors import ConfigError, JobNotFoundError
-from claude_lab._journal import Journal, open_journal
+from claude_lab._ledger import Journal, open_journal
 
 REPO = Path(__file__).resolve().parents[1]
 ENDPOINT = "https://api.example.test"  # a label only: the journal never connects
@@ -351,7 +351,7 @@ def test_threads_share_one_journal(journal: Journal) -> None:
 WRITER = """
 import sys, time
 from pathlib import Path
-from claude_lab._journal import Journal
+from claude_lab._ledger import Journal
 
 path, tag, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 while not go.exists():

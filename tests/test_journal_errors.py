@@ -14,7 +14,7 @@ import pytest
 
 import claude_lab
 from claude_lab._errors import ConfigError, JournalError
-from claude_lab._journal import Journal, default_home
+from claude_lab._ledger import Journal, default_home
 from claude_lab.emulator import Emulator
 
 SUM = "What is {a} + {b}?"

@@ -10,7 +10,7 @@ import orjson
 import pandas as pd
 
 import claude_lab
-from claude_lab import _journal as jmod
+from claude_lab import _ledger as jmod
 from claude_lab import _plan as plan_mod
 from claude_lab import _requests as requests
 from claude_lab.emulator import Emulator

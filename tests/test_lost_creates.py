@@ -136,7 +136,7 @@ def test_cancel_never_cancels_a_provisional_batch(emu: Emulator) -> None:
 
 
 def test_a_released_batch_is_never_considered_again(quick: Emulator) -> None:
-    from claude_lab._journal import open_journal
+    from claude_lab._ledger import open_journal
 
     quick.faults = {"server_error": {"create": 1}, "others": [("before", ROWS)]}
     out = _frame().claude.batch(SUM, client=quick.client(), **FAST)

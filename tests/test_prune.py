@@ -10,7 +10,7 @@ import pytest
 
 import claude_lab
 from claude_lab import _cli as cli
-from claude_lab._journal import open_journal
+from claude_lab._ledger import open_journal
 from claude_lab.emulator import Emulator
 
 SUM = "What is {a} + {b}? Answer with a single number."

@@ -1,4 +1,5 @@
-"""results.py: JSONL lines -> per-request fields -> columns (synthetic lines of the real shape)."""
+"""The collector: JSONL lines -> per-request fields -> columns (synthetic lines of the
+real shape)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ import pytest
 from anthropic.types.messages import MessageBatchIndividualResponse
 from pydantic import BaseModel
 
-from claude_lab._pricing import PricingWarning
-from claude_lab._results import (
+from claude_lab._collector import (
     CANCELED_MESSAGE,
     EXPIRED_MESSAGE,
     MISSING_MESSAGE,
@@ -21,6 +21,7 @@ from claude_lab._results import (
     iter_lines,
     output_columns,
 )
+from claude_lab._pricing import PricingWarning
 
 HAIKU = "claude-haiku-4-5-20251001"
 

@@ -162,7 +162,7 @@ def test_a_create_that_was_never_journaled_is_adopted_not_repeated(emu: Emulator
     """A crash between the create call and the journal write leaves only the intent behind."""
     from claude_lab import _plan as plan_mod
     from claude_lab import _requests as requests
-    from claude_lab._journal import open_journal
+    from claude_lab._ledger import open_journal
 
     df = _frame(6)
     client = emu.client()

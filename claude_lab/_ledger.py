@@ -1,6 +1,8 @@
-"""The SQLite journal: jobs, their batches and rows, every request sent and every result
-received. It is what makes runs resumable and the result cache (keyed by custom_id, the
-content hash of the exact request) possible. It never stores the API key.
+"""The ledger stage: the never-pay-twice record, kept in one SQLite journal file.
+
+Jobs, their batches and rows, every request sent and every result received: what makes
+runs resumable and the result cache (keyed by custom_id, the content hash of the exact
+request) possible. It never stores the API key.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Results JSONL lines -> per-request fields -> result columns, in bulk.
+"""The collector stage: results JSONL lines -> per-request fields -> result columns, in bulk.
 
 This module owns reading Message Batches results: splitting a byte stream into
 lines (:func:`iter_lines`), picking from each line only the fields the result
