@@ -69,8 +69,9 @@ CELLS = [
 READ_OUTPUT = """
 (index) => {
   const cell = document.querySelectorAll('.jp-Notebook .jp-CodeCell')[index];
-  if (!cell) return null;
-  const out = cell.querySelector('.jp-OutputArea');
+  const out = cell && cell.querySelector('.jp-OutputArea');
+  // A notebook still rendering (e.g. just reopened) has no such cell yet: read as empty.
+  if (!out) return {text: '', live: false, card: false, math: 0};
   return {
     text: out.innerText,
     live: !!out.querySelector('.claude-lab-bar') && !!out.querySelector('.widget-button'),
