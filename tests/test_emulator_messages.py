@@ -12,7 +12,7 @@ import pytest
 from anthropic.types import Message
 
 from claude_lab.emulator import Emulator, RowError, serve
-from claude_lab.emulator.responder import arithmetic_answer, schema_example
+from claude_lab.emulator._responder import arithmetic_answer, schema_example
 
 MODEL = "claude-haiku-4-5"
 

@@ -10,7 +10,7 @@ import pytest
 import claude_lab
 from claude_lab._demo import load_sample
 from claude_lab.emulator import serve, stand_in_models
-from claude_lab.emulator.standins import ERROR_RATES
+from claude_lab.emulator._standins import ERROR_RATES
 
 PROMPT = "Question: {question}\nAnswer with a single number."
 MODELS = ["claude-haiku-4-5", "claude-sonnet-4-5"]

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from claude_lab.emulator import Emulator
-from claude_lab.emulator.core import MAX_BATCH_BYTES
+from claude_lab.emulator._validation import MAX_BATCH_BYTES
 
 HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01", "content-type": "application/json"}
 

@@ -14,7 +14,7 @@ import claude_lab
 from claude_lab import _pricing as pricing
 from claude_lab._errors import InputError
 from claude_lab.emulator import Emulator, serve
-from claude_lab.emulator.features import REDACTED_THINKING_TRIGGER
+from claude_lab.emulator._features import REDACTED_THINKING_TRIGGER
 
 CREATE = ("POST", "/v1/messages/batches")
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02}

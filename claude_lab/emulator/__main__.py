@@ -14,8 +14,8 @@ import sys
 import threading
 from types import FrameType
 
-from claude_lab.emulator.core import Faults
-from claude_lab.emulator.server import serve
+from claude_lab.emulator._faults import Faults
+from claude_lab.emulator._server import serve
 
 
 def _faults(text: str) -> Faults:

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from claude_lab.emulator import features
+from claude_lab.emulator import _features as features
 
 __all__ = [
     "ROW_ERROR_TYPES",

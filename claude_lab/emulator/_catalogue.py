@@ -1,4 +1,4 @@
-"""The emulated model catalogue: the Models API's ``ModelInfo`` records and what they enforce.
+"""The emulated model catalogue: the Models API's ``ModelInfo`` records, and its two routes.
 
 One record per model of the installed SDK's ``Model`` literal (plus one older,
 retired model as history), with plausible limits, lifecycle and capabilities.
@@ -12,6 +12,10 @@ import copy
 import re
 import typing
 from typing import Any
+
+from claude_lab.emulator import _paging as paging
+from claude_lab.emulator._validation import Invalid
+from claude_lab.emulator._wire import Response, error, json_response
 
 __all__ = ["Catalogue", "default_models"]
 
@@ -192,3 +196,37 @@ class Catalogue:
     def public(record: dict[str, Any]) -> dict[str, Any]:
         """The ModelInfo as served (private keys dropped)."""
         return {k: v for k, v in record.items() if not k.startswith("_")}
+
+    # --- the Models API -----------------------------------------------------------------
+
+    def list_response(self, query: dict[str, str], request_id: str) -> Response:
+        """``GET /v1/models``: newest first, paged like batches; retired only when asked."""
+        try:
+            limit, after, before = paging.page_query(query)
+        except Invalid as exc:
+            return error(400, exc.message, request_id)
+        raw = query.get("lifecycle[]") or query.get("lifecycle") or "active,deprecated"
+        wanted = {x for x in raw.split(",") if x}
+        bad = sorted(wanted - {"active", "deprecated", "retired"})
+        if bad:
+            return error(
+                400,
+                f"lifecycle: {bad} is not one of 'active', 'deprecated', 'retired'",
+                request_id,
+            )
+        records = {r["id"]: r for r in self.ordered(wanted)}
+        ids = list(records)
+        cursor = after or before
+        if cursor and cursor not in records:
+            which = "after_id" if after else "before_id"
+            return error(400, f"{which}: no model with id {cursor!r} in this list", request_id)
+        page, has_more = paging.cut(ids, limit, after, before)
+        data = [self.public(records[i]) for i in page]
+        return json_response(200, paging.page_body(data, has_more), request_id)
+
+    def get_response(self, model_id: str, request_id: str) -> Response:
+        """``GET /v1/models/{id}``: an id or an alias; retired models stay in the record."""
+        record = self.resolve(model_id)
+        if record is None:
+            return error(404, f"model: {model_id}", request_id)
+        return json_response(200, self.public(record), request_id)

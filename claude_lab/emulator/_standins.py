@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import orjson
 
-from claude_lab.emulator.responder import Responder, arithmetic_answer, last_user_text, reply_text
+from claude_lab.emulator._responder import Responder, arithmetic_answer, last_user_text, reply_text
 
 __all__ = ["CURRENT_CUSTOM_ID", "DEFAULT_ERROR_RATE", "ERROR_RATES", "stand_in_models"]
 

@@ -1,4 +1,4 @@
-"""The loopback HTTP server around the handler core, and the ``Emulator`` handle that owns both.
+"""The loopback HTTP server around the dispatcher, and the ``Emulator`` handle that owns both.
 
 Binds 127.0.0.1 only, serves on a daemon thread, HTTP/1.1 with keep-alive;
 bodies of known length are length-delimited, event streams are chunked. It
@@ -12,14 +12,17 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from claude_lab.emulator.clock import Clock
-from claude_lab.emulator.core import ConnectionDropped, Core, Faults, RequestRecord, Response
-from claude_lab.emulator.responder import Responder
+from claude_lab.emulator._clock import Clock
+from claude_lab.emulator._faults import Faults
+from claude_lab.emulator._responder import Responder
+from claude_lab.emulator._routing import Core, RequestRecord
+from claude_lab.emulator._wire import ConnectionDropped, Response
 
 if TYPE_CHECKING:
     import anthropic
@@ -107,22 +110,23 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.headers:
             self.send_header(name, value)
         body = response.body
+        chunked = not isinstance(body, bytes) and response.length is None
         try:
-            if isinstance(body, bytes):
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            elif response.length is not None:
-                self.send_header("content-length", str(response.length))
-                self.end_headers()
-                for chunk in body:
-                    self.wfile.write(chunk)
-            else:
+            if chunked:
                 self.send_header("transfer-encoding", "chunked")
-                self.end_headers()
-                for chunk in body:
-                    if chunk:
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            else:
+                length = len(body) if isinstance(body, bytes) else response.length
+                self.send_header("content-length", str(length))
+            self.end_headers()
+            if response.stall > 0:
+                self.wfile.flush()
+                time.sleep(response.stall)  # the headers are out; the body is late
+            for chunk in [body] if isinstance(body, bytes) else body:
+                if not chunked:
+                    self.wfile.write(chunk)
+                elif chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            if chunked:
                 self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except ConnectionDropped:
