@@ -104,6 +104,8 @@ def _instrument() -> None:
 
     templates.render = _timed("plan: render", templates.render)  # type: ignore[assignment]
     plan.templates.render = templates.render  # type: ignore[attr-defined]
+    templates.render_json = _timed("plan: render", templates.render_json)  # type: ignore[assignment]
+    plan.templates.render_json = templates.render_json  # type: ignore[attr-defined]
     requests.encode = _timed("plan: encode", requests.encode)  # type: ignore[assignment]
     plan.requests.encode = requests.encode  # type: ignore[attr-defined]
     requests.split = _timed("plan: split", requests.split)  # type: ignore[assignment]

@@ -52,6 +52,7 @@ __all__ = [
     "image_tokens",
     "pdf_pages",
     "prompt_tokens",
+    "prompt_tokens_many",
     "sniff",
 ]
 
@@ -493,6 +494,16 @@ def check_capabilities(
 
 _DATA = re.compile(rb'"data":"([A-Za-z0-9+/=]*)"')
 _HEAD_CHARS = 1 << 16  # base64 characters decoded to read an image header (48 KiB)
+
+
+def prompt_tokens_many(blobs: Sequence[bytes]) -> np.ndarray:
+    """``prompt_tokens`` of each blob (int64): only blobs that carry media are read
+    beyond their length."""
+    out = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs)) // 4
+    for k, blob in enumerate(blobs):
+        if b'"base64"' in blob or b'"url"' in blob:
+            out[k] = prompt_tokens(blob)
+    return out
 
 
 def prompt_tokens(blob: bytes) -> int:

@@ -27,7 +27,7 @@ import numpy as np
 
 from claude_lab._errors import InputError
 from claude_lab._features import LONG_OUTPUT_BETA, LONG_OUTPUT_MAX_TOKENS
-from claude_lab._media import prompt_tokens
+from claude_lab._media import prompt_tokens_many
 
 if TYPE_CHECKING:
     from claude_lab._plan import Plan
@@ -168,8 +168,7 @@ def estimate_tokens(params: Sequence[bytes]) -> np.ndarray:
     can count more than this says. Use ``client.messages.count_tokens`` when a
     request is near the limit.
     """
-    sizes = np.fromiter(map(prompt_tokens, params), dtype=np.int64, count=len(params))
-    return sizes
+    return prompt_tokens_many(params)
 
 
 def _rows_text(labels: Sequence[Any], limit: int = 5) -> str:

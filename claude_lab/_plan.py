@@ -271,23 +271,21 @@ def plan(
             f"write, e.g. from an earlier run. Pass name={_free_name(df, name, output)!r} (or "
             "another prefix) to keep both, or overwrite=True to replace them."
         )
+    per_model = {
+        m: _render(df, compiled, b, on_missing, spec, prompt_cache) for m, b in bases.items()
+    }
     if vs is None:
-        rendered = templates.render(df, compiled, base, on_missing)
-        _attach(df, rendered.params, compiled, spec, on_missing, prompt_cache)
-        encoded = requests.encode(rendered.params)
+        encoded = requests.encode(per_model.pop(models[0]))
     else:
-        per_model = {
-            m: templates.render(df, compiled, b, on_missing).params for m, b in bases.items()
-        }
-        for rows in per_model.values():
-            _attach(df, rows, compiled, spec, on_missing, prompt_cache)
         encoded = requests.encode(
             [p for v in vs for p in per_model[v["model"]]],
             [v["epoch"] for v in vs for _ in range(len(df))],
         )
-    labels_by_uid: list[Any] = [None] * len(encoded.custom_ids)
-    for i in np.flatnonzero(encoded.row_uid >= 0)[::-1]:
-        labels_by_uid[encoded.row_uid[i]] = df.index[i % len(df)]
+    del per_model
+    # Each request is named by the first row that asks for it (u is numbered first-seen).
+    sent = np.flatnonzero(encoded.row_uid >= 0)
+    _, first = np.unique(encoded.row_uid[sent], return_index=True)
+    labels_by_uid = df.index.take(sent[first] % max(len(df), 1)).tolist()
     # Every request must fit before anything is sent, even those the cache may answer.
     chunks = requests.split(encoded.lines, np.arange(len(encoded.lines)), row_labels=labels_by_uid)
     config: dict[str, Any] = {
@@ -380,6 +378,25 @@ def _marker_kinds(compiled: templates.Prompt, kind: str) -> list[bool]:
     ]
 
 
+def _render(
+    df: pd.DataFrame,
+    compiled: templates.Prompt,
+    base: Mapping[str, Any],
+    on_missing: templates.OnMissing,
+    spec: media.MediaSpec,
+    prompt_cache: str | None,
+) -> list[Any]:
+    """Every row's params (None: skipped): canonical bytes when nothing is added per row
+    afterwards (no dict per row, the cheap path), else dicts with media and cache marker."""
+    if not spec and prompt_cache is None:
+        fast = templates.render_json(df, compiled, base, on_missing)
+        if fast is not None:
+            return fast
+    rows: list[Any] = templates.render(df, compiled, base, on_missing).params
+    _attach(df, rows, compiled, spec, on_missing, prompt_cache)
+    return rows
+
+
 def _attach(
     df: pd.DataFrame,
     rows: list[dict[str, Any] | None],
@@ -453,7 +470,7 @@ def estimate(df: pd.DataFrame, prompt: templates.PromptArg, **options: Any) -> d
     if client is not None:  # the model checks need the catalogue, so only with a client
         models.preflight(p, client)
     n = len(p.encoded.custom_ids)
-    in_tokens = sum(media.prompt_tokens(x) for x in p.encoded.params)
+    in_tokens = int(media.prompt_tokens_many(p.encoded.params).sum())
     out_tokens = int(p.config["params"].get("max_tokens", 0)) * n
     return {
         "rows": len(df),

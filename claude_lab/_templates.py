@@ -16,11 +16,20 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from claude_lab._errors import InputError, TemplateError
 
-__all__ = ["ON_MISSING", "Prompt", "Rendered", "Template", "compile_prompt", "render"]
+__all__ = [
+    "ON_MISSING",
+    "Prompt",
+    "Rendered",
+    "Template",
+    "compile_prompt",
+    "render",
+    "render_json",
+]
 
 ON_MISSING = ("skip", "raise", "empty")
 OnMissing = Literal["skip", "raise", "empty"]
@@ -240,13 +249,10 @@ def _render_tree(node: Any, columns: Mapping[str, list[str]], i: int) -> Any:
     return node
 
 
-def render(
-    df: pd.DataFrame,
-    prompt: Prompt,
-    base: Mapping[str, Any],
-    on_missing: OnMissing = "skip",
-) -> Rendered:
-    """Render every row into Messages params (``base`` merged in); no network, no cost."""
+def _columns(
+    df: pd.DataFrame, prompt: Prompt, on_missing: OnMissing
+) -> tuple[np.ndarray, dict[str, str]]:
+    """Check the template's columns against ``df`` -> (skipped rows, format spec per field)."""
     if on_missing not in ON_MISSING:
         raise InputError(f"on_missing={on_missing!r} is not one of {', '.join(ON_MISSING)}.")
     n = len(df)
@@ -279,25 +285,50 @@ def render(
             )
         if on_missing == "skip":
             skipped |= missing_mask
+    return skipped, specs
 
+
+def _simple(prompt: Prompt) -> bool:
+    """One user template and a plain (or no) system template: rendered column-wise."""
+    return (
+        prompt.messages is not None
+        and len(prompt.messages) == 1
+        and isinstance(prompt.messages[0][1], Template)
+        and (prompt.system is None or isinstance(prompt.system, Template))
+    )
+
+
+def _simple_texts(
+    df: pd.DataFrame, prompt: Prompt, on_missing: OnMissing, specs: Mapping[str, str]
+) -> tuple[list[str], list[str] | None]:
+    """The user and system text of every row, for a ``_simple`` prompt."""
+    assert prompt.messages is not None
+    columns = {
+        f: _stringify(df[f], specs.get(f, ""), empty=on_missing == "empty") for f in prompt.fields
+    }
+    n = len(df)
+    user = prompt.messages[0][1].render_columns(columns, n)
+    system = prompt.system.render_columns(columns, n) if prompt.system is not None else None
+    return user, system
+
+
+def render(
+    df: pd.DataFrame,
+    prompt: Prompt,
+    base: Mapping[str, Any],
+    on_missing: OnMissing = "skip",
+) -> Rendered:
+    """Render every row into Messages params (``base`` merged in); no network, no cost."""
+    skipped, specs = _columns(df, prompt, on_missing)
+    n = len(df)
     base = dict(base)
     if prompt.function is not None:
         return _render_callable(df, prompt, base, skipped)
 
-    columns = {
-        f: _stringify(df[f], specs.get(f, ""), empty=on_missing == "empty") for f in prompt.fields
-    }
     assert prompt.messages is not None
-    simple = (
-        len(prompt.messages) == 1
-        and isinstance(prompt.messages[0][1], Template)
-        and (prompt.system is None or isinstance(prompt.system, Template))
-    )
     params: list[dict[str, Any] | None]
-    if simple:
-        # The common case (one user template, plain system) renders column-wise.
-        user = prompt.messages[0][1].render_columns(columns, n)
-        system = prompt.system.render_columns(columns, n) if prompt.system is not None else None
+    if _simple(prompt):
+        user, system = _simple_texts(df, prompt, on_missing, specs)
         if system is None:
             params = [{**base, "messages": [{"role": "user", "content": u}]} for u in user]
         else:
@@ -306,6 +337,10 @@ def render(
                 for u, s in zip(user, system)
             ]
     else:
+        columns = {
+            f: _stringify(df[f], specs.get(f, ""), empty=on_missing == "empty")
+            for f in prompt.fields
+        }
         params = []
         for i in range(n):
             p = dict(base)
@@ -319,6 +354,52 @@ def render(
     for k in np.flatnonzero(skipped).tolist():
         params[k] = None
     return Rendered(params, skipped)
+
+
+# Stand-ins for the per-row texts in the canonical JSON of the shared params: NUL never
+# reaches a template's output unescaped, so each marks exactly where a row's text goes.
+_USER_MARK = "\x00claude_lab:user\x00"
+_SYSTEM_MARK = "\x00claude_lab:system\x00"
+
+
+def render_json(
+    df: pd.DataFrame,
+    prompt: Prompt,
+    base: Mapping[str, Any],
+    on_missing: OnMissing = "skip",
+) -> list[bytes | None] | None:
+    """Each row's params as canonical JSON bytes (None: a skipped row), for a ``_simple``
+    prompt; None for any other prompt (use ``render``).
+
+    The bytes equal ``orjson.dumps(params, option=OPT_SORT_KEYS)`` of what ``render``
+    gives, but no dict is built per row: the shared params are encoded once with
+    markers where the texts go, and each row is that JSON with its texts spliced in.
+    """
+    if prompt.function is not None or not _simple(prompt):
+        return None
+    shared: dict[str, Any] = {**base, "messages": [{"role": "user", "content": _USER_MARK}]}
+    if prompt.system is not None:
+        shared["system"] = _SYSTEM_MARK
+    blob = orjson.dumps(shared, option=orjson.OPT_SORT_KEYS)
+    user_mark, system_mark = orjson.dumps(_USER_MARK), orjson.dumps(_SYSTEM_MARK)
+    if blob.count(user_mark) != 1 or blob.count(system_mark) != (prompt.system is not None):
+        return None  # base itself holds a marker: let render() build the dicts
+    skipped, specs = _columns(df, prompt, on_missing)
+    user, system = _simple_texts(df, prompt, on_missing, specs)
+    dumps = orjson.dumps
+    out: list[bytes | None]
+    if system is None:
+        head, tail = blob.split(user_mark)
+        out = [head + dumps(u) + tail for u in user]
+    else:
+        # "messages" sorts before "system", so the user text comes first.
+        head, rest = blob.split(user_mark)
+        middle, tail = rest.split(system_mark)
+        out = [head + dumps(u) + middle + dumps(s) + tail for u, s in zip(user, system)]
+    del user, system
+    for k in np.flatnonzero(skipped).tolist():
+        out[k] = None
+    return out
 
 
 def _templates_in(prompt: Prompt) -> list[Template]:

@@ -149,13 +149,14 @@ def ceiling(
 ) -> float | None:
     """Upper-bound cost of sending requests ``uids``, priced per model (None if any model
     has no known price)."""
-    from claude_lab._media import prompt_tokens
+    from claude_lab._media import prompt_tokens_many
     from claude_lab._plan import cost_ceiling
 
     uids = np.asarray(uids, dtype=np.int64)
+    tokens = prompt_tokens_many(params)
     vs = config.get("variants")
     if not vs:
-        return cost_ceiling(config, sum(prompt_tokens(params[u]) for u in uids), len(uids))
+        return cost_ceiling(config, int(tokens[uids].sum()), len(uids))
     n = len(row_uid) // len(vs)
     wanted = np.zeros(len(params), dtype=bool)
     wanted[uids] = True
@@ -167,9 +168,7 @@ def ceiling(
         mine = mine[wanted[mine]]
         if not len(mine):
             continue
-        cost = cost_ceiling(
-            {**config, "model": model}, sum(prompt_tokens(params[u]) for u in mine), len(mine)
-        )
+        cost = cost_ceiling({**config, "model": model}, int(tokens[mine].sum()), len(mine))
         if cost is None:
             return None
         total += cost

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 
@@ -118,3 +119,41 @@ def test_non_string_values_render_as_text() -> None:
     df = pd.DataFrame({"n": pd.array([1, 2], dtype="Int64"), "f": [1.5, 2.0]})
     r = _render(df, "{n}|{f}")
     assert [p["messages"][0]["content"] for p in r.params] == ["1|1.5", "2|2.0"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "system"),
+    [("Q {q} {a}", None), ("Q {q}", "Be {s}"), ("literal", "plain system"), ("{q}", None)],
+)
+@pytest.mark.parametrize("on_missing", ["skip", "empty"])
+def test_json_rendering_sends_the_same_bytes_as_the_dicts(
+    prompt: str, system: str | None, on_missing: str
+) -> None:
+    # The bytes sent decide each request's custom_id, hence the result cache: the fast
+    # path must be byte-for-byte the canonical encoding of what render() builds.
+    df = pd.DataFrame(
+        {
+            "a": [1.5, 2, None, 4],
+            "q": ['he said "hi"\n', "é😀\\ \x00", "x", None],
+            "s": ["brief", "S\t", "z", "w"],
+        }
+    )
+    base = {
+        **BASE,
+        "stop_sequences": ["END"],
+        "metadata": {"user_id": "u"},
+        "zeta": [1, {"b": 2, "a": 1}],
+    }
+    compiled = templates.compile_prompt(prompt, system)
+    dicts = templates.render(df, compiled, base, on_missing).params  # type: ignore[arg-type]
+    want = [None if p is None else orjson.dumps(p, option=orjson.OPT_SORT_KEYS) for p in dicts]
+    assert templates.render_json(df, compiled, base, on_missing) == want  # type: ignore[arg-type]
+
+
+def test_json_rendering_declines_what_it_cannot_splice() -> None:
+    df = pd.DataFrame({"q": ["x"]})
+    two_turns = templates.compile_prompt(
+        [{"role": "user", "content": "{q}"}, {"role": "assistant", "content": "ok"}]
+    )
+    assert templates.render_json(df, two_turns, BASE) is None
+    assert templates.render_json(df, templates.compile_prompt(lambda row: "x"), BASE) is None
