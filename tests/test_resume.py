@@ -208,13 +208,15 @@ def _interrupt_once_waiting() -> threading.Thread:
     it, found from the thread's stack rather than guessed with a timer."""
     main = threading.main_thread().ident
     assert main is not None
-    job_py = os.path.join("claude_lab", "job.py")
+    from claude_lab import _job
+
+    job_py = _job.__file__  # where BatchJob.wait lives, however the package is laid out
 
     def waiting() -> bool:
         frame = sys._current_frames().get(main)
         while frame is not None:
             code = frame.f_code
-            if code.co_name == "wait" and code.co_filename.endswith(job_py):
+            if code.co_name == "wait" and code.co_filename == job_py:
                 return True
             frame = frame.f_back
         return False
