@@ -45,7 +45,7 @@ def _client(real: bool) -> Iterator[tuple[anthropic.Anthropic, str]]:
     from claude_lab.emulator import serve
 
     with serve(counts="incremental") as emu:
-        yield emu.client(), f"the offline emulator at {emu.base_url}"
+        yield emu.client(), "the offline emulator (in this process)"
 
 
 def run_demo(

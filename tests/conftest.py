@@ -19,13 +19,14 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
 
 @pytest.fixture
 def emu() -> Iterator[Emulator]:
-    """A running emulator whose clock stands still until the test advances it."""
-    with serve(speed=0) as emulator:
+    """A running emulator whose clock stands still until the test advances it; its clients
+    reach it in-process (no socket). Tests that need a socket ask ``serve(transport="socket")``."""
+    with serve(speed=0, transport="inprocess") as emulator:
         yield emulator
 
 
 @pytest.fixture
 def fast() -> Iterator[Emulator]:
-    """An emulator whose batches end as soon as they are created."""
-    with serve(request_seconds=0, concurrency=100_000) as emulator:
+    """An emulator whose batches end as soon as they are created (in-process, like ``emu``)."""
+    with serve(request_seconds=0, concurrency=100_000, transport="inprocess") as emulator:
         yield emulator

@@ -40,6 +40,7 @@ CELLS = [
     "from claude_lab.emulator import serve\n"
     f"df = load_sample().head({ROWS})\n"
     "emu = serve(counts='incremental', request_seconds=0.1, concurrency=2, seed=0,\n"
+    "            transport='socket',\n"
     "            faults={'error_rate': 0.2, 'error_types': ['overloaded_error']}).start()\n"
     "client = emu.client()",
     # A small job that ends with errors, after its cell returned (wait=False): its

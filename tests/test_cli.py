@@ -3,6 +3,7 @@ when it can, else saying how old its figures are), results (the full table), --v
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,16 @@ from emulator_helpers import until as _until
 
 import claude_lab
 from claude_lab._cli import main
-from claude_lab.emulator import Emulator
+from claude_lab.emulator import Emulator, serve
 
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    """On a socket: the CLI builds its own client from the journal's endpoint (base_url)."""
+    with serve(speed=0, transport="socket") as emulator:
+        yield emulator
 
 
 def _finished_job(fast: Emulator) -> pd.DataFrame:

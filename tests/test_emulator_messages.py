@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import http.client
 from typing import Any
 
 import anthropic
@@ -237,23 +236,20 @@ def test_streamed_tool_use_is_reassembled(emu: Emulator) -> None:
 
 
 def test_raw_event_stream_has_an_event_line_per_event(emu: Emulator) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=10)
     body = {
         "model": MODEL,
         "max_tokens": 20,
         "stream": True,
         "messages": [{"role": "user", "content": "hi"}],
     }
-    conn.request(
-        "POST",
-        "/v1/messages",
-        body=orjson.dumps(body),
-        headers={"x-api-key": "k", "anthropic-version": "2023-06-01"},
-    )
-    response = conn.getresponse()
-    assert response.getheader("content-type") == "text/event-stream"
-    raw = response.read().decode()
-    conn.close()
+    with emu.http_client(timeout=10) as http:
+        response = http.post(
+            "/v1/messages",
+            content=orjson.dumps(body),
+            headers={"x-api-key": "k", "anthropic-version": "2023-06-01"},
+        )
+    assert response.headers["content-type"] == "text/event-stream"
+    raw = response.text
     events = [chunk for chunk in raw.split("\n\n") if chunk]
     names = [e.splitlines()[0].removeprefix("event: ") for e in events]
     assert all(e.startswith("event: ") for e in events)

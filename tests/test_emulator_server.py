@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,13 @@ def small_batch(n: int) -> list[dict[str, Any]]:
         }
         for i in range(n)
     ]
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    """These tests are about the socket server, so their emulator listens on one."""
+    with serve(speed=0, transport="socket") as emulator:
+        yield emulator
 
 
 def test_binds_loopback_only(emu: Emulator) -> None:
@@ -76,7 +84,7 @@ def _strings(obj: Any, seen: set[int]) -> list[str]:
 
 
 def test_the_key_is_never_logged_or_stored(capfd: pytest.CaptureFixture[str]) -> None:
-    with serve(speed=0) as emu:
+    with serve(speed=0, transport="socket") as emu:
         for style in ({"api_key": SECRET}, {"auth_token": SECRET}):
             client = emu.client(**style)  # type: ignore[arg-type]
             batch = client.messages.batches.create(requests=small_batch(3))
@@ -140,7 +148,7 @@ def test_keep_alive_reuses_one_connection(emu: Emulator) -> None:
 
 
 def test_start_stop_and_repr() -> None:
-    emu = serve(speed=0).start()
+    emu = serve(speed=0, transport="socket").start()
     try:
         assert emu.client().messages.batches.list().data == []
         assert "127.0.0.1" in repr(emu)
@@ -159,7 +167,7 @@ def test_100k_request_batch_is_accepted_and_served() -> None:
         + b",".join(b'{"custom_id":"r%d","params":%s}' % (i, item) for i in range(100_000))
         + b"]}"
     )
-    with serve(speed=0, request_seconds=0, concurrency=100_000) as emu:
+    with serve(speed=0, request_seconds=0, concurrency=100_000, transport="socket") as emu:
         client = emu.client(max_retries=0, timeout=60)
         created = client.post("/v1/messages/batches", content=body, cast_to=dict[str, Any])
         assert created["request_counts"]["processing"] == 100_000

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import socket
 from typing import Any
 
@@ -10,7 +9,7 @@ import anthropic
 import orjson
 import pytest
 
-from claude_lab.emulator import Emulator
+from claude_lab.emulator import Emulator, serve
 from claude_lab.emulator._validation import MAX_BATCH_BYTES
 
 HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01", "content-type": "application/json"}
@@ -23,15 +22,11 @@ def call(
     body: Any = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=10)
-    try:
+    with emu.http_client(timeout=10) as http:
         data = body if isinstance(body, bytes) or body is None else orjson.dumps(body)
-        conn.request(method, path, body=data, headers=HEADERS if headers is None else headers)
-        response = conn.getresponse()
-        raw = response.read()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, orjson.loads(raw)
-    finally:
-        conn.close()
+        headers = HEADERS if headers is None else headers
+        response = http.request(method, path, content=data, headers=headers)
+        return response.status_code, dict(response.headers), orjson.loads(response.content)
 
 
 def params(**overrides: Any) -> dict[str, Any]:
@@ -243,8 +238,12 @@ def test_bad_list_query_is_400(emu: Emulator, query: str) -> None:
     assert_error(call(emu, "GET", f"/v1/messages/batches?{query}"), 400, "invalid_request_error")
 
 
-def test_body_over_the_size_limit_is_413_before_the_body_is_read(emu: Emulator) -> None:
-    with socket.create_connection(("127.0.0.1", emu.port), timeout=10) as sock:
+def test_body_over_the_size_limit_is_413_before_the_body_is_read() -> None:
+    # A real socket: the headers alone are sent, and the answer comes before any body.
+    with (
+        serve(speed=0, transport="socket") as emu,
+        socket.create_connection(("127.0.0.1", emu.port), timeout=10) as sock,
+    ):
         head = (
             "POST /v1/messages/batches HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\n"
             "anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n"
@@ -257,12 +256,12 @@ def test_body_over_the_size_limit_is_413_before_the_body_is_read(emu: Emulator) 
             if not chunk:
                 break
             data += chunk
-    status_line, _, rest = data.partition(b"\r\n")
-    assert b" 413 " in status_line
-    body = orjson.loads(rest.partition(b"\r\n\r\n")[2])
-    assert body["error"]["type"] == "request_too_large"
-    assert emu.count("POST", "/v1/messages/batches") == 1
-    assert emu.requests[-1].status == 413
+        status_line, _, rest = data.partition(b"\r\n")
+        assert b" 413 " in status_line
+        body = orjson.loads(rest.partition(b"\r\n\r\n")[2])
+        assert body["error"]["type"] == "request_too_large"
+        assert emu.count("POST", "/v1/messages/batches") == 1
+        assert emu.requests[-1].status == 413
 
 
 def test_messages_validation_is_400(emu: Emulator) -> None:

@@ -53,7 +53,7 @@ def batch_call(rows: int, *, wait: bool = True, extra: str = "", prompt: str = "
 
 
 def start_emulator(kernel: Kernel, **options: object) -> None:
-    args = ", ".join(f"{k}={v!r}" for k, v in {"seed": 0, **options}.items())
+    args = ", ".join(f"{k}={v!r}" for k, v in {"seed": 0, "transport": "socket", **options}.items())
     kernel.run(f"emu = serve({args}).start()\nclient = emu.client()")
 
 
@@ -102,7 +102,8 @@ def test_run_all_runs_every_queued_cell(tmp_path: Path) -> None:
     try:
         cells = [
             SETUP,
-            "emu = serve(counts='incremental', seed=0).start()\nclient = emu.client()",
+            "emu = serve(counts='incremental', seed=0, transport='socket').start()\n"
+            "client = emu.client()",
             "out = " + batch_call(60, extra=", parse=r'(-?\\d+)'"),
             "correct = out.claude_parsed.astype('Int64').eq(out.answer)\n"
             "arithmetic = out.kind != 'word problem'\n"
@@ -367,7 +368,7 @@ def test_await_in_a_plain_asyncio_program(tmp_path: Path) -> None:
         async def main():
             df = load_sample().head(20)
             kw = dict(model="claude-haiku-4-5", max_tokens=32, poll_interval=0.1)
-            with serve(seed=0) as emu:
+            with serve(seed=0, transport="socket") as emu:
                 kw["client"] = emu.client()
                 one = await df.claude.abatch("One: {question}", **kw)
                 job = df.claude.batch("Two: {question}", wait=False, **kw)
@@ -407,7 +408,9 @@ def test_saved_outputs_carry_final_text_and_html_fallbacks(tmp_path: Path) -> No
     """Executed and saved the way nbconvert does: every job output ends as a final summary."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell(SETUP + "emu = serve(seed=0).start()\nclient = emu.client()"),
+        nbformat.v4.new_code_cell(
+            SETUP + "emu = serve(seed=0, transport='socket').start()\nclient = emu.client()"
+        ),
         nbformat.v4.new_code_cell("out = " + batch_call(30)),
         nbformat.v4.new_code_cell(
             "job = " + batch_call(12, wait=False, extra=", name='bg'", prompt="'Q: {question}'")

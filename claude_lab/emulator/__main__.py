@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     emulator = serve(
         port=args.port,
+        transport="socket",
         speed=args.speed,
         request_seconds=args.request_seconds,
         seed=args.seed,

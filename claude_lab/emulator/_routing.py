@@ -106,6 +106,10 @@ class Core:
     def prompt_cache(self) -> PromptCache:
         return self.messages.prompt_cache
 
+    def may_hold(self) -> bool:
+        """Could a call be held past a client's timeout now (latency, an armed create gate)?"""
+        return self.faults.latency > 0 or bool(self.faults._create_gates())
+
     def batch_report(self) -> list[dict[str, Any]]:
         """Every batch made, oldest first (see :meth:`Batches.report`)."""
         return self.batches.report()

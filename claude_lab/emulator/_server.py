@@ -1,6 +1,8 @@
-"""The loopback HTTP server around the dispatcher, and the ``Emulator`` handle that owns both.
+"""The ``Emulator`` handle and ``serve()``, and the loopback HTTP server for the socket transport.
 
-Binds 127.0.0.1 only, serves on a daemon thread, HTTP/1.1 with keep-alive;
+An emulator's clients reach its dispatcher in-process by default
+(:mod:`claude_lab.emulator._transport`); with ``transport="socket"`` the server
+here binds 127.0.0.1 only, serves on a daemon thread, HTTP/1.1 with keep-alive;
 bodies of known length are length-delimited, event streams are chunked. It
 logs nothing itself: the core's request log holds method, path, time, status.
 """
@@ -8,6 +10,7 @@ logs nothing itself: the core's request log holds method, path, time, status.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import socket
 import socketserver
 import sys
@@ -22,12 +25,14 @@ from claude_lab.emulator._clock import Clock
 from claude_lab.emulator._faults import Faults
 from claude_lab.emulator._responder import Responder
 from claude_lab.emulator._routing import Core, RequestRecord
+from claude_lab.emulator._transport import InProcessTransport
 from claude_lab.emulator._wire import ConnectionDropped, Response
 
 if TYPE_CHECKING:
     import anthropic
+    import httpx2
 
-__all__ = ["HOST", "Emulator", "serve"]
+__all__ = ["HOST", "Emulator", "Transport", "serve"]
 
 HOST = "127.0.0.1"
 
@@ -109,19 +114,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         for name, value in response.headers:
             self.send_header(name, value)
-        body = response.body
-        chunked = not isinstance(body, bytes) and response.length is None
+        chunked = response.chunked
         try:
-            if chunked:
-                self.send_header("transfer-encoding", "chunked")
-            else:
-                length = len(body) if isinstance(body, bytes) else response.length
-                self.send_header("content-length", str(length))
+            self.send_header(*response.framing())
             self.end_headers()
             if response.stall > 0:
                 self.wfile.flush()
                 time.sleep(response.stall)  # the headers are out; the body is late
-            for chunk in [body] if isinstance(body, bytes) else body:
+            for chunk in response.pieces():
                 if not chunked:
                     self.wfile.write(chunk)
                 elif chunk:
@@ -138,62 +138,56 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+Transport = Literal["inprocess", "socket"]
+
+
 class Emulator:
     """A running (or ready to run) offline Messages + Message Batches API.
 
     Use ``with serve(...) as emu:`` or ``emu = serve(...).start()`` ... ``emu.stop()``.
+    ``transport="inprocess"`` (the default) serves :meth:`client` and
+    :meth:`async_client` with no socket; ``"socket"`` also listens on 127.0.0.1 for
+    other processes, other HTTP clients and ``python -m claude_lab.emulator``.
     """
 
-    def __init__(
-        self,
-        *,
-        port: int = 0,
-        speed: float = 1.0,
-        request_seconds: float = 0.05,
-        seed: int = 0,
-        counts: Literal["end", "incremental"] = "end",
-        responder: Responder | None = None,
-        faults: Faults | Mapping[str, Any] | None = None,
-        concurrency: int = 16,
-        jitter: float = 0.5,
-        cancel_seconds: float | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self.clock = clock if clock is not None else Clock(speed)
-        self.core = Core(
-            clock=self.clock,
-            request_seconds=request_seconds,
-            jitter=jitter,
-            concurrency=concurrency,
-            seed=seed,
-            counts=counts,
-            responder=responder,
-            faults=faults,
-            cancel_seconds=cancel_seconds,
-        )
+    def __init__(self, core: Core, *, port: int = 0, transport: Transport = "inprocess") -> None:
+        if transport not in ("inprocess", "socket"):
+            raise ValueError(f"transport must be 'inprocess' or 'socket', got {transport!r}")
+        if port and transport != "socket":
+            raise ValueError(f"port={port} needs transport='socket'")
+        self.core = core
+        self.clock = core.clock
+        self.transport: Transport = transport
         self._port = port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._clients: list[anthropic.Anthropic] = []
+        self._running = False
+        # A name no resolver answers (RFC 6761), unique per emulator: a journal tells
+        # emulators apart by base_url, as it tells ports apart.
+        self._origin = f"http://emulator-{secrets.token_hex(4)}.invalid"
+        self._clients: list[anthropic.Anthropic | httpx2.Client] = []
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> Emulator:
-        if self._server is not None:
+        if self._running:
             return self
-        server = _Server(self._port, self.core)
-        self._server = server
+        if self.transport == "socket":
+            server = _Server(self._port, self.core)
+            self._server = server
+            self._thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"claude_lab-emulator-{server.server_port}",
+                daemon=True,
+            )
+            self._thread.start()
+        self._running = True
         self.core.base_url = self.base_url
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"claude_lab-emulator-{server.server_port}",
-            daemon=True,
-        )
-        self._thread.start()
         return self
 
     def stop(self) -> None:
+        self._running = False
         for client in self._clients:
             client.close()
         self._clients.clear()
@@ -220,7 +214,13 @@ class Emulator:
 
     @property
     def port(self) -> int:
+        """The 127.0.0.1 port (``transport="socket"`` only)."""
         if self._server is None:
+            if self._running:
+                raise RuntimeError(
+                    "this emulator has no socket (transport='inprocess'); use "
+                    "serve(transport='socket') to listen on 127.0.0.1"
+                )
             raise RuntimeError(
                 "the emulator is not running; use `with serve() as emu:` or .start()"
             )
@@ -228,13 +228,21 @@ class Emulator:
 
     @property
     def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        """What the SDK's ``base_url`` is: ``http://127.0.0.1:PORT`` with a socket, else a
+        name only this emulator's clients reach."""
+        if self.transport == "socket":
+            return f"http://{HOST}:{self.port}"
+        if not self._running:
+            self.port  # noqa: B018 - raises the "not running" error
+        return self._origin
 
     def client(self, **kwargs: Any) -> anthropic.Anthropic:
         """An ``anthropic.Anthropic`` pointed here (closed when the emulator stops)."""
         import anthropic
 
         _default_key(kwargs)
+        if self.transport == "inprocess" and kwargs.get("http_client") is None:
+            kwargs["http_client"] = anthropic.DefaultHttpxClient(transport=self._transport())
         client = anthropic.Anthropic(base_url=self.base_url, **kwargs)
         self._clients.append(client)
         return client
@@ -244,7 +252,23 @@ class Emulator:
         import anthropic
 
         _default_key(kwargs)
+        if self.transport == "inprocess" and kwargs.get("http_client") is None:
+            kwargs["http_client"] = anthropic.DefaultAsyncHttpxClient(transport=self._transport())
         return anthropic.AsyncAnthropic(base_url=self.base_url, **kwargs)
+
+    def http_client(self, **kwargs: Any) -> httpx2.Client:
+        """A plain ``httpx2.Client`` (the SDK's HTTP library) for raw calls, no SDK: its
+        base_url is this emulator's, over the same transport as :meth:`client`."""
+        import httpx2
+
+        if self.transport == "inprocess":
+            kwargs.setdefault("transport", self._transport())
+        client = httpx2.Client(base_url=self.base_url, **kwargs)
+        self._clients.append(client)
+        return client
+
+    def _transport(self) -> InProcessTransport:
+        return InProcessTransport(self.core, self.base_url, lambda: self._running)
 
     # --- what happened --------------------------------------------------------------------
 
@@ -284,7 +308,7 @@ class Emulator:
         self.core.faults = Faults.coerce(value)
 
     def __repr__(self) -> str:
-        where = self.base_url if self._server is not None else "stopped"
+        where = self.base_url if self._running else "stopped"
         return f"<Emulator {where} {self.clock!r}>"
 
 
@@ -304,24 +328,32 @@ def serve(
     responder: Responder | None = None,
     faults: Faults | Mapping[str, Any] | None = None,
     concurrency: int = 16,
-    **options: Any,
+    *,
+    transport: Transport = "inprocess",
+    jitter: float = 0.5,
+    cancel_seconds: float | None = None,
+    clock: Clock | None = None,
 ) -> Emulator:
     """An emulator ready to start: ``with serve() as emu: client = emu.client()``.
 
     Defaults suit demos and tests: a batch of a few hundred requests ends within
     about a second of real time. ``speed=0`` freezes the clock (drive it with
     ``emu.clock.advance``); ``request_seconds=0`` with a large ``concurrency``
-    ends every batch at once. Further options: ``jitter`` (0.5: each request takes
-    request_seconds * (1 ± jitter)), ``cancel_seconds``, ``clock``.
+    ends every batch at once. ``transport="inprocess"`` (default): ``emu.client()``
+    reaches it with no socket; ``"socket"``: it listens on 127.0.0.1:``port`` (0 =
+    any free port) as well, for other processes and HTTP clients. Further options:
+    ``jitter`` (0.5: each request takes request_seconds * (1 ± jitter)),
+    ``cancel_seconds``, ``clock``.
     """
-    return Emulator(
-        port=port,
-        speed=speed,
+    core = Core(
+        clock=clock if clock is not None else Clock(speed),
         request_seconds=request_seconds,
+        jitter=jitter,
+        concurrency=concurrency,
         seed=seed,
         counts=counts,
         responder=responder,
         faults=faults,
-        concurrency=concurrency,
-        **options,
+        cancel_seconds=cancel_seconds,
     )
+    return Emulator(core, port=port, transport=transport)

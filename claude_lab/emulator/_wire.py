@@ -59,6 +59,24 @@ class Response:
     stall: float = 0.0
     """Real seconds between the headers and the body (a late response, past a client's timeout)."""
 
+    @property
+    def chunked(self) -> bool:
+        """Sent with ``transfer-encoding: chunked`` (a stream of unknown length)."""
+        return not isinstance(self.body, bytes) and self.length is None
+
+    def framing(self) -> tuple[str, str]:
+        """The header that delimits the body: its length, or chunked."""
+        if self.chunked:
+            return ("transfer-encoding", "chunked")
+        return (
+            "content-length",
+            str(len(self.body) if isinstance(self.body, bytes) else self.length),
+        )
+
+    def pieces(self) -> Iterable[bytes]:
+        """The body as chunks (bytes: one chunk)."""
+        return [self.body] if isinstance(self.body, bytes) else self.body
+
 
 def json_response(
     status: int, payload: Any, request_id: str, extra: Iterable[tuple[str, str]] = ()
