@@ -29,7 +29,7 @@ from claude_lab import _models as models
 from claude_lab import _pricing as pricing
 from claude_lab import _progress as progress
 from claude_lab._errors import InputError
-from claude_lab._job import _retry_after
+from claude_lab._gateway import retry_after as _retry_after
 from claude_lab._plan import Plan, now_iso, plan
 from claude_lab._version import __version__
 
@@ -154,7 +154,7 @@ def project_batch_cost(p: Plan, sample: Sequence[int], lines: Sequence[bytes]) -
         tokens_out += int(usage.get("output_tokens") or 0)
         sample_bytes += len(p.encoded.params[u])
         ok += 1
-    model = str(p.config["model"])
+    model = str(p.config.model)
     n = len(p.encoded.custom_ids)
     projection: dict[str, Any] = {
         "model": model,
@@ -180,7 +180,7 @@ def project_batch_cost(p: Plan, sample: Sequence[int], lines: Sequence[bytes]) -
         sizes * ratio,
         np.full(n, mean_out),
         batch=True,
-        prices=p.config.get("prices"),
+        prices=p.config.prices,
         warn=False,
     )
     total = float(np.nansum(per)) if not np.isnan(per).all() else None
@@ -224,14 +224,14 @@ def pilot(
     prints the projected cost of the full batch (also in ``attrs["claude_lab"]``).
     Nothing is journaled; no batch is created.
     """
-    from claude_lab._job import resolve_client
+    from claude_lab._gateway import resolve_client
 
     _check(options, concurrency)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise InputError(f"n={n!r}: pass how many rows to try, a whole number >= 1.")
     options.setdefault("progress", None)
     p = plan(df, prompt, **options)
-    name = p.config["name"]
+    name = p.config.name
     row_uid = p.encoded.row_uid[: len(p.df)]
     if rows is not None:
         positions = p.df.index.get_indexer(pd.Index(list(rows)))
@@ -254,9 +254,9 @@ def pilot(
     cols = acc.columns(
         sub_uid,
         prefix=name,
-        output=p.config.get("output"),
-        parse=p.config.get("parse"),
-        prices=p.config.get("prices"),
+        output=p.config.output,
+        parse=p.config.parse,
+        prices=p.config.prices,
     )
     _standard_prices(cols, name)
     out = p.df.iloc[positions].copy()
@@ -269,11 +269,11 @@ def pilot(
     out.attrs["claude_lab"] = {
         "mode": "pilot",
         "package": f"claude-lab {__version__}",
-        "model": p.config["model"],
-        "params": p.config["params"],
-        "templates": p.config["templates"],
+        "model": p.config.model,
+        "params": p.config.params,
+        "templates": p.config.templates,
         "endpoint": str(client.base_url),
-        "created_at": p.config["created_at"],
+        "created_at": p.config.created_at,
         "finished_at": now_iso(),
         "projection": projection,
     }
@@ -297,12 +297,12 @@ def messages(
     """
     from claude_lab import _ledger as journal_mod
     from claude_lab import _requests as requests_mod
-    from claude_lab._job import resolve_client
+    from claude_lab._gateway import resolve_client
 
     _check(options, concurrency)
     p = plan(df, prompt, **options)
     enc, config = p.encoded, p.config
-    name = config["name"]
+    name = config.name
     frame = p.df
     acc = results.ResultAccumulator(enc.custom_ids)
     job_id = None
@@ -310,15 +310,15 @@ def messages(
         client = resolve_client(client)
         models.preflight(p, client, batch=False)
         endpoint = str(client.base_url)
-        config["endpoint"] = endpoint
+        config = config.replace(endpoint=endpoint)
         jnl = journal_mod.open_journal()
         fp = requests_mod.fingerprint(enc.custom_ids, endpoint + "#messages")
         _, job_id = jnl.find_or_create_job(
             fp,
             endpoint,
-            model=str(config["model"]),
-            templates=config["templates"],
-            params=config["params"],
+            model=str(config.model),
+            templates=config.templates,
+            params=config.params,
             name=name,
             row_count=len(frame),
             request_count=len(enc.custom_ids),
@@ -401,9 +401,9 @@ def messages(
     cols = acc.columns(
         enc.row_uid,
         prefix=name,
-        output=config.get("output"),
-        parse=config.get("parse"),
-        prices=config.get("prices"),
+        output=config.output,
+        parse=config.parse,
+        prices=config.prices,
     )
     _standard_prices(cols, name)
     out = frame.copy()
@@ -414,12 +414,12 @@ def messages(
         "mode": "messages",
         "job_id": job_id,
         "package": f"claude-lab {__version__}",
-        "model": config["model"],
-        "templates": config["templates"],
-        "params": config["params"],
+        "model": config.model,
+        "templates": config.templates,
+        "params": config.params,
         "name": name,
-        "endpoint": config["endpoint"],
-        "created_at": config["created_at"],
+        "endpoint": config.endpoint,
+        "created_at": config.created_at,
         "finished_at": now_iso(),
         "rows": len(out),
         "requests": len(enc.custom_ids),

@@ -30,7 +30,7 @@ from claude_lab._features import LONG_OUTPUT_BETA, LONG_OUTPUT_MAX_TOKENS
 from claude_lab._media import prompt_tokens_many
 
 if TYPE_CHECKING:
-    from claude_lab._plan import Plan
+    from claude_lab._plan import Plan, RunConfig
 
 __all__ = [
     "API_VERSION",
@@ -183,9 +183,9 @@ def preflight(p: Plan, client: anthropic.Anthropic, *, batch: bool = True) -> No
     ``batch=False`` for the Messages API (pilot, messages): batch support is not needed.
     """
     cat = catalogue(client)
-    vs = p.config.get("variants")
-    models = list(dict.fromkeys(v["model"] for v in vs)) if vs else [str(p.config["model"])]
-    params = p.config["params"]
+    vs = p.config.variants
+    models = list(dict.fromkeys(v["model"] for v in vs)) if vs else [str(p.config.model)]
+    params = p.config.params
     problems: list[str] = []
     version = _client_version(client)
     sampling = [k for k in SAMPLING if k in params]
@@ -211,7 +211,7 @@ def preflight(p: Plan, client: anthropic.Anthropic, *, batch: bool = True) -> No
             continue
         records[model] = record
     max_tokens = params.get("max_tokens")
-    betas = (p.config.get("features") or {}).get("betas") or ()
+    betas = (p.config.features or {}).get("betas") or ()
     for model, record in records.items():
         limit = record.get("max_tokens")
         if LONG_OUTPUT_BETA in betas and isinstance(limit, int):  # extended output (batch)
@@ -248,7 +248,7 @@ def _capability_problems(
     model: str,
     record: dict[str, Any],
     params: Mapping[str, Any],
-    config: Mapping[str, Any],
+    config: RunConfig,
     batch: bool,
 ) -> list[str]:
     out: list[str] = []
@@ -259,11 +259,11 @@ def _capability_problems(
             f"{model} does not support the Message Batches API; use df.claude.messages(...) "
             "or another model."
         )
-    if (config.get("output") is not None or "output_config" in params) and _supported(
+    if (config.output is not None or "output_config" in params) and _supported(
         record, "structured_outputs"
     ) is False:
         out.append(f"{model} does not support structured outputs (output=); use parse= instead.")
-    media_kinds = (config.get("features") or {}).get("media") or ()
+    media_kinds = (config.features or {}).get("media") or ()
     for kind, key, what in (("image", "image_input", "images"), ("document", "pdf_input", "PDFs")):
         if kind in media_kinds and _supported(record, key) is False:
             out.append(f"{model} does not accept {what} ({key}); pick a model that does.")
@@ -282,10 +282,10 @@ def _window_problems(p: Plan, records: Mapping[str, dict[str, Any]]) -> list[str
     if not enc.custom_ids:
         return []
     tokens = estimate_tokens(enc.params)
-    vs = p.config.get("variants")
+    vs = p.config.variants
     n = len(p.df)
     out: list[str] = []
-    models = [v["model"] for v in vs] if vs else [str(p.config["model"])]
+    models = [v["model"] for v in vs] if vs else [str(p.config.model)]
     for model in dict.fromkeys(models):
         window = records.get(model, {}).get("max_input_tokens")
         if not isinstance(window, int):

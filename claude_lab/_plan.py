@@ -8,6 +8,7 @@ its worst-case cost.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import re
@@ -37,6 +38,7 @@ from claude_lab._errors import InputError
 __all__ = [
     "DEFAULT_MAX_QUEUED",
     "Plan",
+    "RunConfig",
     "build_params",
     "check_options",
     "clashing_columns",
@@ -70,13 +72,13 @@ def poll_schedule(poll_interval: float | tuple[float, float]) -> tuple[float, fl
     return first, last
 
 
-def cost_ceiling(config: Mapping[str, Any], input_tokens: int, n: int) -> float | None:
+def cost_ceiling(config: RunConfig, input_tokens: int, n: int) -> float | None:
     """Upper-bound cost of sending n requests (4 characters a token); None for unknown models."""
-    model, prices = str(config["model"]), config.get("prices")
+    model, prices = config.model, config.prices
     if pricing.resolve_price(model, prices) is None:
         return None
-    max_out = int(config["params"].get("max_tokens", 0)) * n
-    ttl = (config.get("features") or {}).get("prompt_cache")
+    max_out = int(config.params.get("max_tokens", 0)) * n
+    ttl = (config.features or {}).get("prompt_cache")
     if ttl:
         # Worst case: every request writes its prompt to the cache (rows run concurrently).
         price = pricing.resolve_price(model, prices)
@@ -151,13 +153,39 @@ def build_params(
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    """A run's settings, fixed once checked: what the later stages read (and the
+    ledger keeps, JSON-able parts only, for re-attaching)."""
+
+    name: str
+    model: str  # "a, b" for a run of several models (see ``variants``)
+    templates: Any
+    params: Mapping[str, Any]  # the Messages params every request shares, less the model
+    created_at: str
+    output: Any = None
+    parse: Callable[[str], Any] | str | None = None
+    prices: Mapping[str, Any] | None = None
+    max_queued: int | None = None
+    variants: list[dict[str, Any]] | None = None
+    features: Mapping[str, Any] | None = None
+    endpoint: str | None = None  # the API's base URL, once a client is known
+
+    @property
+    def betas(self) -> list[str]:
+        return list((self.features or {}).get("betas") or ())
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything checked and rendered for a run, before any request is sent."""
 
     df: pd.DataFrame
     encoded: requests.Encoded
     chunks: list[requests.Chunk]
-    config: dict[str, Any]
+    config: RunConfig
     cache: bool
     poll: tuple[float, float]
     make_display: Callable[[Callable[[], None] | None], progress.Display]
@@ -288,24 +316,20 @@ def plan(
     labels_by_uid = df.index.take(sent[first] % max(len(df), 1)).tolist()
     # Every request must fit before anything is sent, even those the cache may answer.
     chunks = requests.split(encoded.lines, np.arange(len(encoded.lines)), row_labels=labels_by_uid)
-    config: dict[str, Any] = {
-        "name": name,
-        "model": model if vs is None else ", ".join(models),
-        "output": output,
-        "parse": parse,
-        "prices": prices,
-        "templates": compiled.describe(),
-        "params": {k: v for k, v in base.items() if k != "model"},
-        "created_at": now_iso(),
-        "estimated_cost_usd": None,
-        "endpoint": None,
-        "max_queued": max_queued,
-    }
-    if vs is not None:
-        config["variants"] = vs
     extras = {k: v for k, v in extras.items() if v}
-    if extras:
-        config["features"] = extras
+    config = RunConfig(
+        name=name,
+        model=str(model) if vs is None else ", ".join(models),
+        templates=compiled.describe(),
+        params={k: v for k, v in base.items() if k != "model"},
+        created_at=now_iso(),
+        output=output,
+        parse=parse,
+        prices=prices,
+        max_queued=max_queued,
+        variants=vs,
+        features=extras or None,
+    )
     # The templates have read the old columns; the result replaces them.
     frame = df.drop(columns=clashes) if clashes else df
     return Plan(frame, encoded, chunks, config, cache, poll, make_display)
@@ -471,7 +495,7 @@ def estimate(df: pd.DataFrame, prompt: templates.PromptArg, **options: Any) -> d
         models.preflight(p, client)
     n = len(p.encoded.custom_ids)
     in_tokens = int(media.prompt_tokens_many(p.encoded.params).sum())
-    out_tokens = int(p.config["params"].get("max_tokens", 0)) * n
+    out_tokens = int(p.config.params.get("max_tokens", 0)) * n
     return {
         "rows": len(df),
         "skipped": int((p.encoded.row_uid[: len(df)] < 0).sum()),

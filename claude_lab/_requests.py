@@ -27,6 +27,7 @@ __all__ = [
     "batch_body",
     "encode",
     "fingerprint",
+    "line",
     "split",
 ]
 
@@ -80,9 +81,14 @@ def encode(
             # orjson's output buffer is over-allocated (about 1 KB for a 120-byte
             # request); an exact-size copy keeps 100k params at ~15 MB, not ~100 MB.
             blobs.append(blob if type(p) is bytes else bytes(memoryview(blob)))
-            lines.append(b'{"custom_id":"' + cid.encode() + b'","params":' + blob + b"}")
+            lines.append(line(cid, blob))
         row_uid[i] = u
     return Encoded(ids, lines, blobs, row_uid)
+
+
+def line(custom_id: str, params: bytes) -> bytes:
+    """One batch request line: the exact bytes a create body carries for a request."""
+    return b'{"custom_id":"' + custom_id.encode() + b'","params":' + params + b"}"
 
 
 def fingerprint(custom_ids: Sequence[str], endpoint: str) -> str:

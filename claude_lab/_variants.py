@@ -16,19 +16,17 @@ aligned with the input. With ``epochs > 1`` it is long: each input row appears
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from claude_lab._errors import InputError
-from claude_lab._version import __version__
 
 if TYPE_CHECKING:
-    from claude_lab._job import BatchJob
+    from claude_lab._plan import RunConfig
 
-__all__ = ["EPOCH_COLUMN", "build", "ceiling", "prefix_for", "variants"]
+__all__ = ["EPOCH_COLUMN", "ceiling", "prefix_for", "variants"]
 
 EPOCH_COLUMN = "epoch"
 
@@ -76,76 +74,8 @@ def variants(
     ]
 
 
-def build(job: BatchJob) -> pd.DataFrame:
-    """The result table of a multi-model / multi-epoch job (see the module docstring)."""
-    cfg = job._config
-    vs: list[dict[str, Any]] = cfg["variants"]
-    epochs = max(v["epoch"] for v in vs) + 1
-    row_uid = job._row_uid
-    n = len(row_uid) // len(vs)
-    frame = job._frame if job._frame is not None else pd.DataFrame(index=job._index)
-    if epochs > 1:
-        out = frame.iloc[np.repeat(np.arange(n), epochs)].copy()
-        out[EPOCH_COLUMN] = np.tile(np.arange(epochs), n)
-    else:
-        out = frame.copy()
-    prefixes = list(dict.fromkeys(v["name"] for v in vs))
-    totals: dict[str, Any] = {}
-    for prefix in prefixes:
-        ks = [k for k, v in enumerate(vs) if v["name"] == prefix]
-        # Row-major: input row i's epochs are consecutive rows of the long table.
-        uid = np.stack([row_uid[k * n : (k + 1) * n] for k in ks], axis=1).ravel()
-        cols = job._acc.columns(
-            uid,
-            prefix=prefix,
-            output=cfg.get("output"),
-            parse=cfg.get("parse"),
-            prices=cfg.get("prices"),
-            features=cfg.get("features"),
-        )
-        for key, values in cols.items():
-            out[key] = values
-        status = pd.Series(cols[f"{prefix}_status"])
-        totals[prefix] = {
-            "model": vs[ks[0]]["model"],
-            "status_counts": {str(k): int(c) for k, c in status.value_counts().items()},
-            "cost_usd": float(pd.Series(cols[f"{prefix}_cost_usd"]).sum()),
-        }
-    from claude_lab._plan import now_iso
-
-    out.attrs["claude_lab"] = {
-        "job_id": job.id,
-        "package": f"claude-lab {__version__}",
-        "model": [totals[p]["model"] for p in prefixes],
-        "names": prefixes,
-        "epochs": epochs,
-        "templates": cfg["templates"],
-        "params": cfg["params"],
-        "name": prefixes[0],
-        "batch_ids": job.batch_ids,
-        "endpoint": cfg["endpoint"],
-        "created_at": cfg["created_at"],
-        "finished_at": now_iso(),
-        "rows": len(out),
-        "requests": len(job._custom_ids),
-        "runs": totals,
-        "status_counts": _sum_counts([t["status_counts"] for t in totals.values()]),
-        "cost_usd": sum(t["cost_usd"] for t in totals.values()),
-        "spent_usd": job.spent,
-    }
-    return out
-
-
-def _sum_counts(counts: Sequence[dict[str, int]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for c in counts:
-        for k, v in c.items():
-            total[k] = total.get(k, 0) + v
-    return total
-
-
 def ceiling(
-    config: Mapping[str, Any], params: Sequence[bytes], row_uid: np.ndarray, uids: Any
+    config: RunConfig, params: Sequence[bytes], row_uid: np.ndarray, uids: Any
 ) -> float | None:
     """Upper-bound cost of sending requests ``uids``, priced per model (None if any model
     has no known price)."""
@@ -154,7 +84,7 @@ def ceiling(
 
     uids = np.asarray(uids, dtype=np.int64)
     tokens = prompt_tokens_many(params)
-    vs = config.get("variants")
+    vs = config.variants
     if not vs:
         return cost_ceiling(config, int(tokens[uids].sum()), len(uids))
     n = len(row_uid) // len(vs)
@@ -168,7 +98,7 @@ def ceiling(
         mine = mine[wanted[mine]]
         if not len(mine):
             continue
-        cost = cost_ceiling({**config, "model": model}, int(tokens[mine].sum()), len(mine))
+        cost = cost_ceiling(config.replace(model=model), int(tokens[mine].sum()), len(mine))
         if cost is None:
             return None
         total += cost
