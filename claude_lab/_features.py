@@ -25,6 +25,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from claude_lab._api_facts import (
+    LONG_OUTPUT_BETA,
+    LONG_OUTPUT_MAX_TOKENS,
+    LONG_OUTPUT_MODELS,
+    PRE_4_6_MODELS,
+)
 from claude_lab._errors import InputError
 
 __all__ = [
@@ -37,22 +43,9 @@ __all__ = [
     "thinking_param",
 ]
 
-LONG_OUTPUT_BETA = "output-300k-2026-03-24"
-LONG_OUTPUT_MAX_TOKENS = 300_000
 PROMPT_CACHE_TTLS = ("5m", "1h")
-LONG_OUTPUT_MODELS = ("claude-opus-4-6", "claude-opus-4-7", "claude-opus-4-8", "claude-sonnet-4-6")
 # The generation before adaptive thinking and after which prefill was withdrawn.
-_LEGACY = (
-    "claude-haiku-4-5",
-    "claude-sonnet-4-5",
-    "claude-opus-4-5",
-    "claude-opus-4-1",
-    "claude-opus-4-0",
-    "claude-opus-4-2",
-    "claude-sonnet-4-0",
-    "claude-sonnet-4-2",
-    "claude-3",
-)
+_LEGACY = PRE_4_6_MODELS
 MIN_THINKING_BUDGET = 1024
 
 

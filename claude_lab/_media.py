@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from claude_lab._api_facts import PRE_4_6_MODELS
 from claude_lab._errors import InputError, TemplateError
 
 __all__ = [
@@ -70,17 +71,7 @@ NATIVE_LONG_EDGE = 1568
 TOKENS_PER_PDF_PAGE = 3000
 _URL_IMAGE_TOKENS = 1600  # unknown size: the most a downscaled image costs
 # Models with a 200k-token context window (100 PDF pages a request); newer ones have 1M.
-_CONTEXT_200K = (
-    "claude-haiku-4-5",
-    "claude-sonnet-4-5",
-    "claude-opus-4-5",
-    "claude-opus-4-1",
-    "claude-opus-4-0",
-    "claude-opus-4-2",
-    "claude-sonnet-4-0",
-    "claude-sonnet-4-2",
-    "claude-3",
-)
+_CONTEXT_200K = PRE_4_6_MODELS
 
 
 # --- sniffing ---------------------------------------------------------------------------------

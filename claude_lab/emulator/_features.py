@@ -19,36 +19,21 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
+from claude_lab import _api_facts as facts
 from claude_lab import _media as media
 
 __all__ = [
-    "LONG_OUTPUT_BETA",
-    "LONG_OUTPUT_MAX_TOKENS",
     "REDACTED_THINKING_TRIGGER",
     "block_tokens",
     "capability_problem",
     "check_request",
 ]
 
-LONG_OUTPUT_BETA = "output-300k-2026-03-24"
-LONG_OUTPUT_MODELS = ("claude-opus-4-6", "claude-opus-4-7", "claude-opus-4-8", "claude-sonnet-4-6")
-LONG_OUTPUT_MAX_TOKENS = 300_000
 PDF_PAGE_TOKENS = 1500
 URL_IMAGE_TOKENS = 1600
 #: The API's documented test string: a prompt holding it gets a redacted_thinking block.
 REDACTED_THINKING_TRIGGER = (
     "ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253"
-)
-_PREFILL_MODELS = (
-    "claude-haiku-4-5",
-    "claude-sonnet-4-5",
-    "claude-opus-4-5",
-    "claude-opus-4-1",
-    "claude-opus-4-0",
-    "claude-opus-4-2",
-    "claude-sonnet-4-0",
-    "claude-sonnet-4-2",
-    "claude-3",
 )
 _HEAD = 1 << 16
 
@@ -187,20 +172,21 @@ def _breakpoints(node: Any) -> int:
 
 def check_request(params: Mapping[str, Any], *, batch: bool, betas: frozenset[str]) -> str | None:
     """The invalid_request_error message for ``params``, or None if the API would take it."""
-    if LONG_OUTPUT_BETA in betas:
+    if facts.LONG_OUTPUT_BETA in betas:
         if not batch:
             return (
-                f"The {LONG_OUTPUT_BETA} beta is only available for Message Batches; "
+                f"The {facts.LONG_OUTPUT_BETA} beta is only available for Message Batches; "
                 "send this request in a batch."
             )
-        if not str(params.get("model", "")).startswith(LONG_OUTPUT_MODELS):
-            return f"The {LONG_OUTPUT_BETA} beta is not supported for model {params.get('model')}"
+        if not str(params.get("model", "")).startswith(facts.LONG_OUTPUT_MODELS):
+            model = params.get("model")
+            return f"The {facts.LONG_OUTPUT_BETA} beta is not supported for model {model}"
     messages = params.get("messages") or []
     last = messages[-1] if messages else None
     if (
         isinstance(last, Mapping)
         and last.get("role") == "assistant"
-        and not str(params.get("model", "")).startswith(_PREFILL_MODELS)
+        and not str(params.get("model", "")).startswith(facts.PRE_4_6_MODELS)
     ):
         return (
             "This model does not support assistant message prefill. "

@@ -14,6 +14,7 @@ import hashlib
 import threading
 from typing import Any
 
+from claude_lab import _api_facts as facts
 from claude_lab.emulator import _features as features
 from claude_lab.emulator import _sse as sse
 from claude_lab.emulator import _versions as versions
@@ -110,8 +111,8 @@ class Messages:
             why = "" if record is None else f" (retired on {record.get('retires_at')})"
             return RowError("not_found_error", f"model: {model}{why}")
         limit = record.get("max_tokens")
-        if features.LONG_OUTPUT_BETA in betas:
-            limit = features.LONG_OUTPUT_MAX_TOKENS  # the model itself is checked there
+        if facts.LONG_OUTPUT_BETA in betas:
+            limit = facts.LONG_OUTPUT_MAX_TOKENS  # the model itself is checked there
         max_tokens = params.get("max_tokens")
         if isinstance(limit, int) and isinstance(max_tokens, int) and max_tokens > limit:
             return RowError(
