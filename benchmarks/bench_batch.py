@@ -129,14 +129,14 @@ def run(rows: int, memory: bool) -> dict[str, tuple[float, float]]:
 
         def enc() -> tuple[requests.Encoded, list[requests.Chunk]]:
             e = requests.encode(params)
-            return e, requests.split(e.lines, np.arange(len(e.lines)))
+            return e, requests.split(e.sizes, np.arange(len(e.custom_ids)))
 
         (encoded, chunks), dt, peak = measure(enc, memory)
         figures["encode"] = (dt, peak)
         assert len(chunks) == 1, "benchmark expects one batch"
 
         def submit() -> Any:
-            body = requests.batch_body(encoded.lines, chunks[0])
+            body = requests.request_body(encoded.custom_ids, encoded.params, chunks[0])
             return client.post(
                 "/v1/messages/batches",
                 cast_to=anthropic.types.messages.MessageBatch,

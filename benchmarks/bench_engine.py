@@ -112,6 +112,7 @@ def _instrument() -> None:
     plan.requests.split = requests.split  # type: ignore[attr-defined]
     job.requests = requests  # type: ignore[attr-defined]
     requests.batch_body = _timed("submit: build body", requests.batch_body)  # type: ignore[assignment]
+    requests.request_body = _timed("submit: build body", requests.request_body)  # type: ignore[assignment]
     for name in dir(journal.Journal):
         attr = getattr(journal.Journal, name)
         if callable(attr) and not name.startswith("_"):

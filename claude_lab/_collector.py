@@ -307,14 +307,6 @@ def _decode(codes: Mapping[str | None, int], per_u: list[int], take: np.ndarray)
     return names.take(idx, allow_fill=True)
 
 
-def _intern(codes: dict[str | None, int], value: str | None) -> int:
-    """A small code per distinct value (stop reasons and models repeat across rows)."""
-    code = codes.get(value)
-    if code is None:
-        code = codes[value] = len(codes)
-    return code
-
-
 def _obj(values: Sequence[Any]) -> np.ndarray:
     arr = np.empty(len(values), dtype=object)
     arr[:] = values
@@ -385,11 +377,20 @@ class ResultAccumulator:
 
     def feed(self, line: bytes) -> int:
         """Store one results line; return its ``u``, or -1 if blank, unknown or a duplicate."""
-        return self._store(line, None, False)
+        return self._store([line], None, False)[0]
 
     def feed_cached(self, custom_id: str, line: bytes) -> int:
         """Like :meth:`feed`, for a line served from the result cache (costs nothing now)."""
-        return self._store(line, custom_id, True)
+        return self._store([line], [custom_id], True)[0]
+
+    def feed_many(self, lines: Sequence[bytes]) -> list[int]:
+        """:meth:`feed` for each line, in one pass: each line's ``u`` (or -1)."""
+        return self._store(lines, None, False)
+
+    def statuses(self, uids: Sequence[int]) -> list[str]:
+        """The status names of requests ``uids`` (see :meth:`status_of`)."""
+        status = self._status
+        return [STATUSES[status[u]] for u in uids]
 
     def mark_cached(self, uids: Sequence[int] | np.ndarray) -> None:
         """Mark requests ``uids`` as not received by this run (served from the journal)."""
@@ -486,104 +487,135 @@ class ResultAccumulator:
         )
         return float(np.nansum(per))
 
-    def _store(self, line: bytes, custom_id: str | None, cached: bool) -> int:
-        # The hot loop of a 100k-row job: one function, local names, no
-        # per-line objects beyond what orjson builds.
-        try:
-            obj = loads(line)
-        except JSONDecodeError:
-            if line and not line.isspace():
-                self.malformed += 1
-            return -1
-        try:
-            u = self._index[obj["custom_id"] if custom_id is None else custom_id]
-        except (KeyError, TypeError):
-            if isinstance(obj, dict):
-                self.unknown += 1
+    def _store(
+        self, lines: Sequence[bytes], custom_ids: Sequence[str] | None, cached: bool
+    ) -> list[int]:
+        # The hot loop of a 100k-row job: one function, the per-u lists bound to
+        # locals, the common reply (one text block) inline; no per-line objects
+        # beyond what orjson builds.
+        index, status, pass_of, text = self._index, self._status, self._pass_of, self._text
+        stop, model, stop_codes, model_codes = (
+            self._stop,
+            self._model,
+            self._stop_codes,
+            self._model_codes,
+        )
+        tok_in, tok_out, c_read, c_write = self._in, self._out, self._c_read, self._c_write
+        c_1h = self._c_1h
+        error, error_type, filled = self._error, self._error_type, self.filled
+        this_pass, slot = self._pass, self._batch_slot
+        out: list[int] = []
+        for k, line in enumerate(lines):
+            try:
+                obj = loads(line)
+            except JSONDecodeError:
+                if line and not line.isspace():
+                    self.malformed += 1
+                out.append(-1)
+                continue
+            try:
+                u = index[obj["custom_id"] if custom_ids is None else custom_ids[k]]
+            except (KeyError, TypeError):
+                if isinstance(obj, dict):
+                    self.unknown += 1
+                else:
+                    self.malformed += 1
+                out.append(-1)
+                continue
+            if status[u]:
+                # A cached row or one filled in an earlier pass is a re-sent line: not news.
+                if pass_of[u] >= this_pass:
+                    self.duplicates += 1
+                out.append(-1)
+                continue
+            result = obj.get("result")
+            rtype = result.get("type") if isinstance(result, dict) else None
+            if rtype == "succeeded":
+                code = _SUCCEEDED
+                msg = result.get("message")
+                if isinstance(msg, dict):
+                    content = msg.get("content")
+                    if content and len(content) == 1 and content[0].get("type") == "text":
+                        text[u] = content[0].get("text") or ""
+                    else:
+                        self._store_blocks(u, content)
+                    value = msg.get("stop_reason")
+                    c = stop_codes.get(value)
+                    stop[u] = len(stop_codes) if c is None else c
+                    if c is None:
+                        stop_codes[value] = stop[u]
+                    value = msg.get("model")
+                    c = model_codes.get(value)
+                    model[u] = len(model_codes) if c is None else c
+                    if c is None:
+                        model_codes[value] = model[u]
+                    usage = msg.get("usage")
+                    if isinstance(usage, dict):
+                        get = usage.get
+                        tok_in[u] = get("input_tokens") or 0
+                        tok_out[u] = get("output_tokens") or 0
+                        c_read[u] = get("cache_read_input_tokens") or 0
+                        c_write[u] = get("cache_creation_input_tokens") or 0
+                        detail = get("cache_creation")
+                        if detail and isinstance(detail, dict):
+                            c_1h[u] = detail.get("ephemeral_1h_input_tokens") or 0
+                        if get("output_tokens_details"):
+                            self._store_thinking_tokens(u, usage["output_tokens_details"])
+                else:
+                    text[u] = ""
+            elif rtype == "errored":
+                code = _ERRORED
+                etype, error[u] = _error_text(result)
+                error_type[u] = etype
+            elif rtype == "canceled":
+                code = _CANCELED
+                error[u] = CANCELED_MESSAGE
+            elif rtype == "expired":
+                code = _EXPIRED
+                error[u] = EXPIRED_MESSAGE
             else:
-                self.malformed += 1
-            return -1
-        if self._status[u]:
-            # A cached row or one filled in an earlier pass is a re-sent line: not news.
-            if self._pass_of[u] >= self._pass:
-                self.duplicates += 1
-            return -1
-        result = obj.get("result")
-        rtype = result.get("type") if isinstance(result, dict) else None
-        if rtype == "succeeded":
-            code = _SUCCEEDED
-            msg = result.get("message")
-            if isinstance(msg, dict):
-                self._store_message(u, msg)
+                code = _ERRORED
+                error[u] = f"unexpected_result: result type {rtype!r}"
+                error_type[u] = "unexpected_result"
+            status[u] = code
+            filled[u] = True
+            if cached:
+                pass_of[u] = -1
+                self._cached[u] = True
             else:
-                self._text[u] = ""
-        elif rtype == "errored":
-            code = _ERRORED
-            etype, self._error[u] = _error_text(result)
-            self._error_type[u] = etype
-        elif rtype == "canceled":
-            code = _CANCELED
-            self._error[u] = CANCELED_MESSAGE
-        elif rtype == "expired":
-            code = _EXPIRED
-            self._error[u] = EXPIRED_MESSAGE
-        else:
-            code = _ERRORED
-            self._error[u] = f"unexpected_result: result type {rtype!r}"
-            self._error_type[u] = "unexpected_result"
-        self._status[u] = code
-        self.filled[u] = True
-        if cached:
-            self._pass_of[u] = -1
-            self._cached[u] = True
-        else:
-            self._pass_of[u] = self._pass
-            self._batch[u] = self._batch_slot
-        return u
+                pass_of[u] = this_pass
+                self._batch[u] = slot
+            out.append(u)
+        return out
 
-    def _store_message(self, u: int, msg: dict[str, Any]) -> None:
-        content = msg.get("content")
-        if content and len(content) == 1 and content[0].get("type") == "text":
-            # The common case: one text block.
-            self._text[u] = content[0].get("text") or ""
-        else:
-            texts: list[str] = []
-            for block in content or ():
-                btype = block.get("type")
-                if btype == "text":
-                    texts.append(block.get("text") or "")
-                elif btype == "thinking":
-                    prev = self._thinking.get(u)
-                    thought = block.get("thinking") or ""
-                    self._thinking[u] = thought if prev is None else prev + "\n\n" + thought
-                elif btype == "redacted_thinking":
-                    prev = self._thinking.get(u)
-                    self._thinking[u] = REDACTED if prev is None else prev + "\n\n" + REDACTED
-                elif btype == "tool_use":
-                    call = {
-                        "id": block.get("id"),
-                        "name": block.get("name"),
-                        "input": block.get("input"),
-                    }
-                    self._tools.setdefault(u, []).append(call)
-            self._text[u] = "".join(texts)
-        self._stop[u] = _intern(self._stop_codes, msg.get("stop_reason"))
-        self._model[u] = _intern(self._model_codes, msg.get("model"))
-        usage = msg.get("usage")
-        if isinstance(usage, dict):
-            get = usage.get
-            self._in[u] = get("input_tokens") or 0
-            self._out[u] = get("output_tokens") or 0
-            self._c_read[u] = get("cache_read_input_tokens") or 0
-            self._c_write[u] = get("cache_creation_input_tokens") or 0
-            detail = get("cache_creation")
-            if detail and isinstance(detail, dict):
-                self._c_1h[u] = detail.get("ephemeral_1h_input_tokens") or 0
-            out_detail = get("output_tokens_details")
-            if out_detail and isinstance(out_detail, dict):
-                thinking_tokens = out_detail.get("thinking_tokens")
-                if isinstance(thinking_tokens, int):
-                    self._thinking_tokens[u] = thinking_tokens
+    def _store_blocks(self, u: int, content: Any) -> None:
+        """A reply's content blocks other than a single text block: text, thinking, tools."""
+        texts: list[str] = []
+        for block in content or ():
+            btype = block.get("type")
+            if btype == "text":
+                texts.append(block.get("text") or "")
+            elif btype == "thinking":
+                prev = self._thinking.get(u)
+                thought = block.get("thinking") or ""
+                self._thinking[u] = thought if prev is None else prev + "\n\n" + thought
+            elif btype == "redacted_thinking":
+                prev = self._thinking.get(u)
+                self._thinking[u] = REDACTED if prev is None else prev + "\n\n" + REDACTED
+            elif btype == "tool_use":
+                call = {
+                    "id": block.get("id"),
+                    "name": block.get("name"),
+                    "input": block.get("input"),
+                }
+                self._tools.setdefault(u, []).append(call)
+        self._text[u] = "".join(texts)
+
+    def _store_thinking_tokens(self, u: int, detail: Any) -> None:
+        if isinstance(detail, dict):
+            thinking_tokens = detail.get("thinking_tokens")
+            if isinstance(thinking_tokens, int):
+                self._thinking_tokens[u] = thinking_tokens
 
     # ------------------------------------------------------------------ columns
 

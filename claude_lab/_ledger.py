@@ -1084,14 +1084,33 @@ class Journal:
     # -- results ----------------------------------------------------------------------
 
     def store_results(self, batch_id: str, items: Iterable[tuple[str, str, bytes]]) -> None:
-        """Store raw result lines ``(custom_id, status, line)`` as one compressed blob,
-        indexed by custom_id; they replace earlier copies of the same (custom_id, batch_id)."""
+        """Store raw result lines ``(custom_id, status, line)``: see ``store_lines``."""
         items = list(items)
-        if not items:
+        self.store_lines(
+            batch_id,
+            [cid for cid, _, _ in items],
+            [status for _, status, _ in items],
+            [line for _, _, line in items],
+        )
+
+    def store_lines(
+        self,
+        batch_id: str,
+        custom_ids: Sequence[str],
+        statuses: Sequence[str],
+        lines: Sequence[bytes],
+    ) -> None:
+        """Store a batch's raw result lines as one compressed blob, indexed by custom_id;
+        they replace earlier copies of the same (custom_id, batch_id)."""
+        if not lines:
             return
         now = _now()
-        ids = [cid for cid, _, _ in items]
-        blob = _pack([line for _, _, line in items])
+        ids = custom_ids
+        blob = _pack(lines)
+        # Sorted keys go into the index's B-tree in order: far fewer page splits. The
+        # index rows go in as one JSON array read by SQLite itself, not bound row by row.
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        index = orjson.dumps([(ids[k], k, statuses[k] == "succeeded") for k in order])
         with self._write() as conn:
             found = conn.execute(
                 "SELECT j.endpoint FROM batches b JOIN jobs j USING (job_id) WHERE b.batch_id = ?",
@@ -1104,7 +1123,7 @@ class Journal:
             cur = conn.execute(
                 "INSERT INTO result_files (batch_id, endpoint, line_count, lines, fetched_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (batch_id, found[0] if found else None, len(items), blob, now),
+                (batch_id, found[0] if found else None, len(lines), blob, now),
             )
             file_id = int(cur.lastrowid or 0)
             if earlier:  # a second download of the batch: its new lines replace the old
@@ -1116,12 +1135,11 @@ class Journal:
                         f" AND custom_id IN ({', '.join('?' * len(chunk))})",
                         [*earlier, *chunk],
                     )
-            # Sorted keys go into the index's B-tree in order: far fewer page splits.
-            order = sorted(range(len(items)), key=ids.__getitem__)
-            conn.executemany(
+            conn.execute(
                 "INSERT OR REPLACE INTO result_index (custom_id, file_id, ord, succeeded)"
-                " VALUES (?, ?, ?, ?)",
-                ((ids[k], file_id, k, items[k][1] == "succeeded") for k in order),
+                " SELECT json_extract(value, '$[0]'), ?, json_extract(value, '$[1]'),"
+                " json_extract(value, '$[2]') FROM json_each(?)",
+                (file_id, index),
             )
 
     def cached_results(self, custom_ids: Iterable[str], endpoint: str) -> dict[str, bytes]:

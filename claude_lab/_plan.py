@@ -315,7 +315,8 @@ def plan(
     _, first = np.unique(encoded.row_uid[sent], return_index=True)
     labels_by_uid = df.index.take(sent[first] % max(len(df), 1)).tolist()
     # Every request must fit before anything is sent, even those the cache may answer.
-    chunks = requests.split(encoded.lines, np.arange(len(encoded.lines)), row_labels=labels_by_uid)
+    n = len(encoded.custom_ids)
+    chunks = requests.split(encoded.sizes, np.arange(n), row_labels=labels_by_uid)
     extras = {k: v for k, v in extras.items() if v}
     config = RunConfig(
         name=name,

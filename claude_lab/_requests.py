@@ -28,6 +28,8 @@ __all__ = [
     "encode",
     "fingerprint",
     "line",
+    "line_sizes",
+    "request_body",
     "split",
 ]
 
@@ -39,14 +41,39 @@ _BODY_OPEN = b'{"requests":['
 _BODY_CLOSE = b"]}"
 
 
+_LINE_OPEN = b'{"custom_id":"'
+_LINE_PARAMS = b'","params":'
+_LINE_CLOSE = b"}"
+
+
 @dataclass(frozen=True)
 class Encoded:
-    """The unique requests of a run and how rows map onto them."""
+    """The unique requests of a run and how rows map onto them.
+
+    A request's batch line is not kept: it is the params with the custom_id around
+    them (``line``), built only into the create call's body.
+    """
 
     custom_ids: list[str]  # unique, first-seen order; index u
-    lines: list[bytes]  # batch request line per u
     params: list[bytes]  # canonical params bytes per u (stored in the journal)
     row_uid: np.ndarray  # int64 per row: u, or -1 for a skipped row
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """The byte size of each request's batch line (int64 per u)."""
+        return line_sizes(self.custom_ids, self.params)
+
+
+def line(custom_id: str, params: bytes) -> bytes:
+    """One batch request line: the exact bytes a create body carries for a request."""
+    return _LINE_OPEN + custom_id.encode() + _LINE_PARAMS + params + _LINE_CLOSE
+
+
+def line_sizes(custom_ids: Sequence[str], params: Sequence[bytes]) -> np.ndarray:
+    """The byte size of each ``line`` (custom_ids are ASCII), without building it."""
+    fixed = len(_LINE_OPEN) + len(_LINE_PARAMS) + len(_LINE_CLOSE)
+    ids = np.fromiter(map(len, custom_ids), dtype=np.int64, count=len(custom_ids))
+    return ids + np.fromiter(map(len, params), dtype=np.int64, count=len(params)) + fixed
 
 
 def encode(
@@ -60,7 +87,6 @@ def encode(
     a non-zero salt gives the same request its own custom_id; the bytes sent are the same.
     """
     ids: list[str] = []
-    lines: list[bytes] = []
     blobs: list[bytes] = []
     seen: dict[str, int] = {}
     row_uid = np.full(len(params), -1, dtype=np.int64)
@@ -81,22 +107,16 @@ def encode(
             # orjson's output buffer is over-allocated (about 1 KB for a 120-byte
             # request); an exact-size copy keeps 100k params at ~15 MB, not ~100 MB.
             blobs.append(blob if type(p) is bytes else bytes(memoryview(blob)))
-            lines.append(line(cid, blob))
         row_uid[i] = u
-    return Encoded(ids, lines, blobs, row_uid)
-
-
-def line(custom_id: str, params: bytes) -> bytes:
-    """One batch request line: the exact bytes a create body carries for a request."""
-    return b'{"custom_id":"' + custom_id.encode() + b'","params":' + params + b"}"
+    return Encoded(ids, blobs, row_uid)
 
 
 def fingerprint(custom_ids: Sequence[str], endpoint: str) -> str:
     """The identity of a run: its set of requests and where they go (order-free)."""
     h = blake2b(digest_size=16)
     h.update(endpoint.encode())
-    for cid in sorted(custom_ids):
-        h.update(b"\n" + cid.encode())
+    if custom_ids:  # endpoint, then "\n" + custom_id for each in sorted order
+        h.update(("\n" + "\n".join(sorted(custom_ids))).encode())
     return h.hexdigest()
 
 
@@ -109,7 +129,7 @@ class Chunk:
 
 
 def split(
-    lines: Sequence[bytes],
+    sizes: np.ndarray | Sequence[bytes],
     uids: Sequence[int] | np.ndarray,
     *,
     row_labels: Sequence[Any] | None = None,
@@ -118,6 +138,7 @@ def split(
 ) -> list[Chunk]:
     """Cut the requests ``uids`` into batches under the count and byte limits, in order.
 
+    ``sizes`` is each request's line size per u (``line_sizes``), or the lines.
     ``row_labels`` (per u) names the offending rows when one request cannot fit
     in a batch on its own; that is raised before anything is sent.
     """
@@ -125,8 +146,11 @@ def split(
     max_bytes = MAX_BATCH_BYTES if max_bytes is None else max_bytes
     overhead = len(_BODY_OPEN) + len(_BODY_CLOSE)
     uids = np.asarray(uids, dtype=np.int64)
-    sizes = np.fromiter((len(lines[u]) for u in uids), dtype=np.int64, count=len(uids))
-    too_big = np.flatnonzero(sizes + overhead > max_bytes)
+    if isinstance(sizes, np.ndarray):
+        size = sizes[uids].astype(np.int64, copy=False)
+    else:
+        size = np.fromiter((len(sizes[u]) for u in uids), dtype=np.int64, count=len(uids))
+    too_big = np.flatnonzero(size + overhead > max_bytes)
     if len(too_big):
         where = [
             repr(row_labels[uids[k]]) if row_labels is not None else f"request {int(uids[k])}"
@@ -136,25 +160,49 @@ def split(
         raise RequestTooLargeError(
             f"{len(too_big)} request(s) exceed the batch size limit of {max_bytes:,} bytes "
             f"on their own (rows {', '.join(where)}{more}; largest "
-            f"{int(sizes[too_big].max()):,} bytes). Shorten those rows' prompts or drop them; "
+            f"{int(size[too_big].max()):,} bytes). Shorten those rows' prompts or drop them; "
             "nothing was sent."
         )
+    # A body is its lines plus a comma between each two: cut where the running total of
+    # (line + comma) would pass the limit, or the count would. Whole batches are found
+    # with one cumulative sum and a binary search each, not a step per request.
     chunks: list[Chunk] = []
+    ends = np.cumsum(size + 1)  # bytes of lines[:k+1] with a comma after each
     start = 0
-    total = overhead
-    for k in range(len(uids)):
-        add = int(sizes[k]) + (1 if k > start else 0)  # comma between lines
-        if k > start and (k - start >= max_requests or total + add > max_bytes):
-            chunks.append(Chunk(uids[start:k], total))
-            start, total, add = k, overhead, int(sizes[k])
-        total += add
-    if len(uids):
-        chunks.append(Chunk(uids[start:], total))
+    base = 0
+    n = len(uids)
+    while start < n:
+        # The body of [start, k] is ends[k] - base - 1 (no comma after the last) + overhead.
+        stop = int(np.searchsorted(ends, base + max_bytes - overhead + 1, side="right"))
+        stop = max(min(stop, start + max_requests, n), start + 1)
+        total = int(ends[stop - 1]) - base - 1 + overhead
+        chunks.append(Chunk(uids[start:stop], total))
+        base = int(ends[stop - 1])
+        start = stop
     return chunks
 
 
+def request_body(custom_ids: Sequence[str], params: Sequence[bytes], chunk: Chunk) -> bytes:
+    """The exact create-call body for one chunk, built in one join from the params (no
+    request line is kept)."""
+    parts: list[bytes] = [_BODY_OPEN]
+    append = parts.append
+    for u in chunk.uids.tolist():
+        append(_LINE_OPEN)
+        append(custom_ids[u].encode())
+        append(_LINE_PARAMS)
+        append(params[u])
+        append(b"},")
+    if len(parts) > 1:
+        parts[-1] = _LINE_CLOSE
+    append(_BODY_CLOSE)
+    body = b"".join(parts)
+    assert len(body) == chunk.body_bytes
+    return body
+
+
 def batch_body(lines: Sequence[bytes], chunk: Chunk) -> bytes:
-    """The exact create-call body for one chunk."""
+    """The exact create-call body for one chunk, from request lines."""
     body = _BODY_OPEN + b",".join(lines[u] for u in chunk.uids) + _BODY_CLOSE
     assert len(body) == chunk.body_bytes
     return body

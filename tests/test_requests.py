@@ -37,36 +37,24 @@ def test_custom_id_ignores_key_order_but_not_content() -> None:
 
 def test_lines_are_the_exact_request_json() -> None:
     enc = requests.encode([_params("hello")])
-    line = orjson.loads(enc.lines[0])
+    line = orjson.loads(requests.line(enc.custom_ids[0], enc.params[0]))
+    assert enc.sizes.tolist() == [len(requests.line(enc.custom_ids[0], enc.params[0]))]
     assert line == {"custom_id": enc.custom_ids[0], "params": _params("hello")}
 
 
 def test_split_by_count_and_exact_body_size() -> None:
     enc = requests.encode([_params(f"q{i}") for i in range(10)])
-    chunks = requests.split(enc.lines, np.arange(10), max_requests=4)
+    chunks = requests.split(enc.sizes, np.arange(10), max_requests=4)
     assert [len(c.uids) for c in chunks] == [4, 4, 2]
     for c in chunks:
-        body = requests.batch_body(enc.lines, c)
+        body = requests.request_body(enc.custom_ids, enc.params, c)
         assert len(body) == c.body_bytes
         assert len(orjson.loads(body)["requests"]) == len(c.uids)
     limit = chunks[0].body_bytes  # exactly four requests fit
-    by_bytes = requests.split(enc.lines, np.arange(10), max_bytes=limit)
+    by_bytes = requests.split(enc.sizes, np.arange(10), max_bytes=limit)
     assert all(c.body_bytes <= limit for c in by_bytes)
     assert sum(len(c.uids) for c in by_bytes) == 10
     assert len(by_bytes[0].uids) == 4
-
-
-class _Sized(bytes):
-    """A stand-in request line of a given length: split() only measures lines, so the
-    boundary of the real 256 MB default is tested without building 256 MB."""
-
-    def __new__(cls, size: int) -> _Sized:
-        obj = super().__new__(cls)
-        obj.size = size  # type: ignore[attr-defined]
-        return obj
-
-    def __len__(self) -> int:
-        return int(self.size)  # type: ignore[attr-defined]
 
 
 def test_the_default_byte_limit_is_256_decimal_megabytes() -> None:
@@ -76,20 +64,21 @@ def test_the_default_byte_limit_is_256_decimal_megabytes() -> None:
     first = 100_000_000
     # Two lines and the comma between them fill the body to exactly 256,000,000 bytes.
     exact = 256_000_000 - overhead - 1 - first
-    at = requests.split([_Sized(first), _Sized(exact)], [0, 1])
+    # split() only measures lines, so the real 256 MB default is tested without building it.
+    at = requests.split(np.array([first, exact]), [0, 1])
     assert [len(c.uids) for c in at] == [2] and at[0].body_bytes == 256_000_000
-    over = requests.split([_Sized(first), _Sized(exact + 1)], [0, 1])
+    over = requests.split(np.array([first, exact + 1]), [0, 1])
     assert [len(c.uids) for c in over] == [1, 1]
     assert max(c.body_bytes for c in over) < 256_000_000
     with pytest.raises(RequestTooLargeError, match="256,000,000 bytes"):
-        requests.split([_Sized(256_000_000 - overhead + 1)], [0])
-    assert len(requests.split([_Sized(256_000_000 - overhead)], [0])) == 1
+        requests.split(np.array([256_000_000 - overhead + 1]), [0])
+    assert len(requests.split(np.array([256_000_000 - overhead]), [0])) == 1
 
 
 def test_too_large_request_is_named_by_row() -> None:
     enc = requests.encode([_params("small"), _params("x" * 5000)])
     with pytest.raises(RequestTooLargeError, match="'row-b'") as info:
-        requests.split(enc.lines, np.arange(2), row_labels=["row-a", "row-b"], max_bytes=1000)
+        requests.split(enc.sizes, np.arange(2), row_labels=["row-a", "row-b"], max_bytes=1000)
     assert "nothing was sent" in str(info.value)
 
 

@@ -183,7 +183,7 @@ def test_a_create_that_was_never_journaled_is_adopted_not_repeated(emu: Emulator
         rows=(list(df.index), [p.encoded.custom_ids[u] for u in p.encoded.row_uid]),
         requests=(p.encoded.custom_ids, p.encoded.params),
     )
-    body = requests.batch_body(p.encoded.lines, p.chunks[0])
+    body = requests.request_body(p.encoded.custom_ids, p.encoded.params, p.chunks[0])
     # The intent, as logged by a worker whose process is gone now (no live owner):
     jnl.begin_submission(job_id, 0, 6, len(body), p.encoded.custom_ids, owner=None)
     client.post(
