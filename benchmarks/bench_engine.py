@@ -96,11 +96,13 @@ def _instrument() -> None:
     import anthropic.resources.messages.batches as sdk_batches
 
     from claude_lab import _collector as results
-    from claude_lab import _job as job
+    from claude_lab import _gateway as gateway
     from claude_lab import _ledger as journal
     from claude_lab import _plan as plan
     from claude_lab import _requests as requests
+    from claude_lab import _table as table
     from claude_lab import _templates as templates
+    from claude_lab import _worker as worker
 
     templates.render = _timed("plan: render", templates.render)  # type: ignore[assignment]
     plan.templates.render = templates.render  # type: ignore[attr-defined]
@@ -110,20 +112,18 @@ def _instrument() -> None:
     plan.requests.encode = requests.encode  # type: ignore[attr-defined]
     requests.split = _timed("plan: split", requests.split)  # type: ignore[assignment]
     plan.requests.split = requests.split  # type: ignore[attr-defined]
-    job.requests = requests  # type: ignore[attr-defined]
-    requests.batch_body = _timed("submit: build body", requests.batch_body)  # type: ignore[assignment]
     requests.request_body = _timed("submit: build body", requests.request_body)  # type: ignore[assignment]
     for name in dir(journal.Journal):
         attr = getattr(journal.Journal, name)
         if callable(attr) and not name.startswith("_"):
             label = f"journal.{name}" if os.environ.get("BENCH_JOURNAL_DETAIL") else "journal"
             setattr(journal.Journal, name, _timed(label, attr))
-    job.BatchJob._create = _timed("submit: create call", job.BatchJob._create)  # type: ignore[method-assign]
+    gateway.Gateway.create = _timed("submit: create call", gateway.Gateway.create)  # type: ignore[method-assign]
     sdk_batches.Batches.retrieve = _timed("poll", sdk_batches.Batches.retrieve)  # type: ignore[method-assign]
-    job.BatchJob._download = _timed("download + parse", job.BatchJob._download)  # type: ignore[method-assign]
-    job.BatchJob._build = _timed("build columns", job.BatchJob._build)  # type: ignore[method-assign]
+    worker.Worker._download = _timed("download + parse", worker.Worker._download)  # type: ignore[method-assign]
+    table.build = _timed("build table", table.build)  # type: ignore[assignment]
     results.ResultAccumulator.columns = _timed(  # type: ignore[method-assign]
-        "build columns", results.ResultAccumulator.columns
+        "build table", results.ResultAccumulator.columns
     )
 
 

@@ -383,9 +383,16 @@ class ResultAccumulator:
         """Like :meth:`feed`, for a line served from the result cache (costs nothing now)."""
         return self._store([line], [custom_id], True)[0]
 
-    def feed_many(self, lines: Sequence[bytes]) -> list[int]:
-        """:meth:`feed` for each line, in one pass: each line's ``u`` (or -1)."""
-        return self._store(lines, None, False)
+    def feed_many(
+        self,
+        lines: Sequence[bytes],
+        custom_ids: Sequence[str] | None = None,
+        *,
+        cached: bool = False,
+    ) -> list[int]:
+        """:meth:`feed` (or with ``cached``, :meth:`feed_cached` with ``custom_ids``) for
+        each line, in one pass: each line's ``u`` (or -1)."""
+        return self._store(lines, custom_ids, cached)
 
     def statuses(self, uids: Sequence[int]) -> list[str]:
         """The status names of requests ``uids`` (see :meth:`status_of`)."""

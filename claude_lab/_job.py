@@ -389,7 +389,11 @@ def run(
         make_display=p.make_display,
         poll=p.poll,
     )
-    job._worker.load(existing is not None, p.cache)
+    cache = p.cache
+    # The worker holds what it needs; the plan's own references would keep every
+    # request's bytes alive while the batches run.
+    del p, encoded
+    job._worker.load(existing is not None, cache)
     _show(job)
     job._worker.start()
     # The worker refreshes the notebook output's fallbacks when the job ends.

@@ -24,7 +24,6 @@ __all__ = [
     "MAX_BATCH_REQUESTS",
     "Chunk",
     "Encoded",
-    "batch_body",
     "encode",
     "fingerprint",
     "line",
@@ -129,7 +128,7 @@ class Chunk:
 
 
 def split(
-    sizes: np.ndarray | Sequence[bytes],
+    sizes: np.ndarray,
     uids: Sequence[int] | np.ndarray,
     *,
     row_labels: Sequence[Any] | None = None,
@@ -138,7 +137,7 @@ def split(
 ) -> list[Chunk]:
     """Cut the requests ``uids`` into batches under the count and byte limits, in order.
 
-    ``sizes`` is each request's line size per u (``line_sizes``), or the lines.
+    ``sizes`` is each request's line size per u (``line_sizes``).
     ``row_labels`` (per u) names the offending rows when one request cannot fit
     in a batch on its own; that is raised before anything is sent.
     """
@@ -146,10 +145,7 @@ def split(
     max_bytes = MAX_BATCH_BYTES if max_bytes is None else max_bytes
     overhead = len(_BODY_OPEN) + len(_BODY_CLOSE)
     uids = np.asarray(uids, dtype=np.int64)
-    if isinstance(sizes, np.ndarray):
-        size = sizes[uids].astype(np.int64, copy=False)
-    else:
-        size = np.fromiter((len(sizes[u]) for u in uids), dtype=np.int64, count=len(uids))
+    size = np.asarray(sizes, dtype=np.int64)[uids]
     too_big = np.flatnonzero(size + overhead > max_bytes)
     if len(too_big):
         where = [
@@ -197,12 +193,5 @@ def request_body(custom_ids: Sequence[str], params: Sequence[bytes], chunk: Chun
         parts[-1] = _LINE_CLOSE
     append(_BODY_CLOSE)
     body = b"".join(parts)
-    assert len(body) == chunk.body_bytes
-    return body
-
-
-def batch_body(lines: Sequence[bytes], chunk: Chunk) -> bytes:
-    """The exact create-call body for one chunk, from request lines."""
-    body = _BODY_OPEN + b",".join(lines[u] for u in chunk.uids) + _BODY_CLOSE
     assert len(body) == chunk.body_bytes
     return body

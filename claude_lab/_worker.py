@@ -196,8 +196,8 @@ class Worker:
             acc.mark_cached(np.flatnonzero(acc.filled))
         if cache:
             wanted = [c for u, c in enumerate(self.custom_ids) if not acc.filled[u]]
-            for cid, line in self._ledger.cached_results(wanted, str(self.config.endpoint)).items():
-                acc.feed_cached(cid, line)
+            hits = self._ledger.cached_results(wanted, str(self.config.endpoint))
+            acc.feed_many(list(hits.values()), list(hits), cached=True)
         self.cached_rows = int(np.isin(self.row_uid, np.flatnonzero(acc.cached)).sum())
         todo = self._uncarried()
         if len(todo) and self._params is not None:
@@ -404,13 +404,14 @@ class Worker:
         self._on_change()
         params = self._request_params()
         ids = self.custom_ids
-        lines = [requests.line(c, params[u]) for u, c in enumerate(ids)]
+        # Only sizes up front: each body is joined from the params when its turn comes.
+        sizes = requests.line_sizes(ids, params)
         position = {c: u for u, c in enumerate(ids)}
         chunks: list[requests.Chunk] = []
 
         def plan(free: list[str]) -> list[tuple[int, int, list[str]]]:
             uids = np.fromiter((position[c] for c in free), dtype=np.int64, count=len(free))
-            chunks[:] = requests.split(lines, uids)
+            chunks[:] = requests.split(sizes, uids)
             return [(len(ch.uids), ch.body_bytes, [ids[u] for u in ch.uids]) for ch in chunks]
 
         ledger = self._ledger
@@ -422,7 +423,7 @@ class Worker:
                 for left in subs[k:]:
                     ledger.abandon_submission(left)
                 return
-            body = requests.batch_body(lines, chunk)
+            body = requests.request_body(ids, params, chunk)
             with CREATE_LOCK:
                 try:
                     batch = self._api.create(body, len(chunk.uids))
@@ -446,6 +447,10 @@ class Worker:
             if canceled:  # Cancel was pressed while this batch was being created
                 self._cancel_batches()
             self._on_change()
+        if self._later is None:
+            # All sent: the ledger has the params should a lost create or a retry need
+            # them again; not holding them halves what the rest of the run keeps alive.
+            self._params = None
 
     def _defer(self, uids: np.ndarray, again: set[str] | None, exc: anthropic.APIError) -> None:
         """Put refused requests back in front of the next wave, to be tried again later
@@ -563,26 +568,35 @@ class Worker:
         acc, ledger = self.acc, self._ledger
         last_exc: Exception | None = None
         unknown0, duplicates0 = acc.unknown, acc.duplicates
+        ids = self.custom_ids
+
+        def collect(pending: list[bytes]) -> None:
+            """Parse lines into the collector, then journal those it took, in one go."""
+            us = acc.feed_many(pending)
+            took = [k for k, u in enumerate(us) if u >= 0]
+            if len(took) < len(pending):
+                us, pending = [us[k] for k in took], [pending[k] for k in took]
+            ledger.store_lines(b.id, [ids[u] for u in us], acc.statuses(us), pending)
+
         for _ in range(_DOWNLOAD_ATTEMPTS):
             acc.begin_pass(batch_id=b.id)
-            buffer: list[tuple[str, str, bytes]] = []
+            pending: list[bytes] = []
             try:
                 with self._api.results(b.id) as lines:
                     for line in lines:
-                        u = acc.feed(line)
-                        if u >= 0:
-                            buffer.append((self.custom_ids[u], acc.status_of(u), line))
-                            if len(buffer) >= _STORE_EVERY:
-                                ledger.store_results(b.id, buffer)
-                                buffer = []
-                ledger.store_results(b.id, buffer)
+                        pending.append(line)
+                        if len(pending) >= _STORE_EVERY:
+                            collect(pending)
+                            pending = []
+                collect(pending)
                 break
             except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
                 # Keep what arrived; the next pass skips ids already filled.
-                ledger.store_results(b.id, buffer)
+                collect(pending)
                 last_exc = exc
                 time.sleep(0.2)
             except anthropic.AnthropicError as exc:
+                collect(pending)
                 if "results_url" in str(exc) or isinstance(exc, anthropic.NotFoundError):
                     # Archived (29 days) or gone: what the journal holds is all there is.
                     last_exc = None
