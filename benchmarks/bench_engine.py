@@ -112,7 +112,6 @@ def _instrument() -> None:
     plan.requests.encode = requests.encode  # type: ignore[attr-defined]
     requests.split = _timed("plan: split", requests.split)  # type: ignore[assignment]
     plan.requests.split = requests.split  # type: ignore[attr-defined]
-    requests.request_body = _timed("submit: build body", requests.request_body)  # type: ignore[assignment]
     for name in dir(journal.Journal):
         attr = getattr(journal.Journal, name)
         if callable(attr) and not name.startswith("_"):

@@ -300,16 +300,19 @@ def _tool_input(calls: Sequence[Mapping[str, Any]] | None, forced: Mapping[str, 
     return data
 
 
-def _decode(codes: Mapping[str | None, int], per_u: list[int], take: np.ndarray) -> Any:
-    """A string column from per-request codes; -1 and the skipped slot become NA."""
+def _decode(codes: Iterable[str | None], per_u: list[int], take: np.ndarray) -> Any:
+    """A string column from per-request codes into ``codes``; -1 and the skipped slot
+    become NA. The strings are copied per row by the column's own take, with no
+    Python object per row."""
     names = pd.array(list(codes), dtype="string")
-    idx = np.array([*per_u, -1], dtype=np.int64)[take]
-    return names.take(idx, allow_fill=True)
+    return names.take(_padded(per_u, -1, np.int64)[take], allow_fill=True)
 
 
-def _obj(values: Sequence[Any]) -> np.ndarray:
-    arr = np.empty(len(values), dtype=object)
-    arr[:] = values
+def _padded(values: Sequence[Any], fill: Any, dtype: Any = object) -> np.ndarray:
+    """``values`` plus one ``fill`` slot at the end (the skipped row), with no list copy."""
+    arr = np.empty(len(values) + 1, dtype=dtype)
+    arr[:-1] = values
+    arr[-1] = fill
     return arr
 
 
@@ -654,15 +657,15 @@ class ResultAccumulator:
         # Slot n is the skipped row: every per-u array gets one extra NA entry there.
         take = np.where(uid < 0, n, uid)
 
-        status = np.array([*self._status, _SKIPPED], dtype=np.int8)
+        status = _padded(self._status, _SKIPPED, np.int8)
         succeeded_u = status[:n] == _SUCCEEDED
         # Only post-process requests some row actually uses.
         used = np.zeros(n + 1, dtype=bool)
         used[take] = True
         parse_u = np.flatnonzero(succeeded_u & used[:n])
 
-        text = _obj([*self._text, None])
-        error = _obj([*self._error, None])
+        text = _padded(self._text, None)
+        error = _padded(self._error, None)
         for u in np.flatnonzero((status[:n] == _MISSING) & used[:n]):
             error[u] = MISSING_MESSAGE
 
@@ -743,7 +746,7 @@ class ResultAccumulator:
             ("cache_read_tokens", self._c_read),
             ("cache_write_tokens", self._c_write),
         ):
-            arr = np.array([*values, -1], dtype=np.int64)
+            arr = _padded(values, -1, np.int64)
             tokens[suffix] = arr
             row = arr[take]
             cols[f"{prefix}_{suffix}"] = pd.arrays.IntegerArray(row, row < 0)
@@ -751,11 +754,11 @@ class ResultAccumulator:
         cols[f"{prefix}_cost_usd"] = self._cost_column(uid, take, tokens, status, prices)
         cols[f"{prefix}_model"] = _decode(self._model_codes, self._model, take)
         if len(self._batch_ids) > 1:
-            bids = _obj(self._batch_ids)[np.array([*self._batch, 0], dtype=np.int64)]
-            cols[f"{prefix}_batch_id"] = pd.array(bids[take], dtype="string")
-        cids = _obj([*self.custom_ids, None])
+            cols[f"{prefix}_batch_id"] = _decode(self._batch_ids, self._batch, take)
+        cids = _padded(self.custom_ids, None)
         cols[f"{prefix}_custom_id"] = pd.array(cids[take], dtype="string")
-        cached = np.array([*self._cached, False], dtype=bool)[take]
+        del cids
+        cached = _padded(self._cached, False, bool)[take]
         cols[f"{prefix}_cached"] = pd.arrays.BooleanArray(cached, np.zeros(len(take), dtype=bool))
         return cols
 

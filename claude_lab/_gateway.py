@@ -28,6 +28,7 @@ import httpx2
 import orjson
 
 from claude_lab import _collector as collector
+from claude_lab import _requests as requests
 from claude_lab._errors import ConfigError, InputError, JobError
 from claude_lab._ledger import Journal, SubmissionRecord
 
@@ -174,7 +175,9 @@ class Gateway:
 
     # -- create, and what a lost one leaves -----------------------------------------------
 
-    def create(self, body: bytes, count: int) -> anthropic.types.messages.MessageBatch:
+    def create(
+        self, body: bytes | requests.Body, count: int
+    ) -> anthropic.types.messages.MessageBatch:
         """POST one batch, retrying under our control rather than the SDK's.
 
         A create whose response was lost (dropped connection, timeout, 5xx) may
@@ -195,7 +198,8 @@ class Gateway:
                     "/v1/messages/batches",
                     cast_to=anthropic.types.messages.MessageBatch,
                     content=body,
-                    options={"headers": self._headers},
+                    # A streamed Body is sent with its length, not chunked.
+                    options={"headers": {**self._headers, "Content-Length": str(len(body))}},
                 )
             except anthropic.APIStatusError as exc:
                 code = exc.status_code

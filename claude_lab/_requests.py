@@ -9,7 +9,7 @@ guessed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
@@ -22,6 +22,7 @@ from claude_lab._errors import RequestTooLargeError
 __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_REQUESTS",
+    "Body",
     "Chunk",
     "Encoded",
     "encode",
@@ -178,20 +179,48 @@ def split(
     return chunks
 
 
+class Body:
+    """One chunk's create-call body, produced piece by piece as it is sent.
+
+    Iterating yields the exact bytes (about 0.5 MB at a time, built from the params
+    then), so the body of a 100k-request batch is never held whole, nor copied again
+    by the HTTP layer; ``len()`` is its size, for the Content-Length header. Each
+    iteration starts afresh, so a create can be sent again.
+    """
+
+    _STEP = 2_000  # requests per piece
+
+    def __init__(self, custom_ids: Sequence[str], params: Sequence[bytes], chunk: Chunk) -> None:
+        self._ids, self._params, self._chunk = custom_ids, params, chunk
+
+    def __len__(self) -> int:
+        return self._chunk.body_bytes
+
+    def __iter__(self) -> Iterator[bytes]:
+        ids, params, step = self._ids, self._params, self._STEP
+        uids = self._chunk.uids.tolist()
+        size = len(_BODY_OPEN)
+        yield _BODY_OPEN
+        for start in range(0, len(uids), step):
+            parts: list[bytes] = [b","] if start else []
+            append = parts.append
+            for u in uids[start : start + step]:
+                append(_LINE_OPEN)
+                append(ids[u].encode())
+                append(_LINE_PARAMS)
+                append(params[u])
+                append(b"},")
+            parts[-1] = _LINE_CLOSE
+            piece = b"".join(parts)
+            size += len(piece)
+            yield piece
+        yield _BODY_CLOSE
+        assert size + len(_BODY_CLOSE) == self._chunk.body_bytes
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self)
+
+
 def request_body(custom_ids: Sequence[str], params: Sequence[bytes], chunk: Chunk) -> bytes:
-    """The exact create-call body for one chunk, built in one join from the params (no
-    request line is kept)."""
-    parts: list[bytes] = [_BODY_OPEN]
-    append = parts.append
-    for u in chunk.uids.tolist():
-        append(_LINE_OPEN)
-        append(custom_ids[u].encode())
-        append(_LINE_PARAMS)
-        append(params[u])
-        append(b"},")
-    if len(parts) > 1:
-        parts[-1] = _LINE_CLOSE
-    append(_BODY_CLOSE)
-    body = b"".join(parts)
-    assert len(body) == chunk.body_bytes
-    return body
+    """The exact create-call body for one chunk, whole (see ``Body`` to stream it)."""
+    return bytes(Body(custom_ids, params, chunk))

@@ -47,7 +47,7 @@ _log = logging.getLogger("claude_lab")
 _NOT_FOUND_GRACE_S = 60.0  # the API can 404 a batch for a moment right after creating it
 _DOWNLOAD_ATTEMPTS = 5
 _TICK_S = 0.5  # display refresh while waiting between polls
-_STORE_EVERY = 20_000  # result lines journaled per transaction while downloading
+_STORE_EVERY = 5_000  # result lines journaled per transaction while downloading
 
 
 class Batch:
@@ -356,12 +356,12 @@ class Worker:
 
     def _uncarried(self) -> np.ndarray:
         """Requests with no result yet that no recorded batch of this job carried."""
+        open_ = np.flatnonzero(~self.acc.filled)
+        if not len(open_):  # every request has its result: nothing to read or send
+            return open_.astype(np.int64)
         carried = self._ledger.carried_custom_ids(self.job_id)
-        filled = self.acc.filled
-        return np.array(
-            [u for u, c in enumerate(self.custom_ids) if not filled[u] and c not in carried],
-            dtype=np.int64,
-        )
+        ids = self.custom_ids
+        return np.array([u for u in open_.tolist() if ids[u] not in carried], dtype=np.int64)
 
     def _submit_uncarried(self) -> bool:
         """Claim and send what no batch carries; False if there was nothing to claim."""
@@ -423,7 +423,7 @@ class Worker:
                 for left in subs[k:]:
                     ledger.abandon_submission(left)
                 return
-            body = requests.request_body(ids, params, chunk)
+            body = requests.Body(ids, params, chunk)
             with CREATE_LOCK:
                 try:
                     batch = self._api.create(body, len(chunk.uids))

@@ -57,6 +57,23 @@ def test_split_by_count_and_exact_body_size() -> None:
     assert len(by_bytes[0].uids) == 4
 
 
+def test_a_streamed_body_is_the_same_bytes_every_time_it_is_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(requests.Body, "_STEP", 3)  # several pieces from ten requests
+    enc = requests.encode([_params(f"q{i}") for i in range(10)])
+    (chunk,) = requests.split(enc.sizes, np.arange(10))
+    body = requests.Body(enc.custom_ids, enc.params, chunk)
+    pieces = list(body)
+    assert len(pieces) > 3
+    sent = b"".join(pieces)
+    assert len(sent) == len(body) == chunk.body_bytes
+    assert b"".join(body) == sent  # a resend streams it again, identically
+    got = orjson.loads(sent)["requests"]
+    assert [r["custom_id"] for r in got] == enc.custom_ids
+    assert [orjson.dumps(r["params"], option=orjson.OPT_SORT_KEYS) for r in got] == enc.params
+
+
 def test_the_default_byte_limit_is_256_decimal_megabytes() -> None:
     assert requests.MAX_BATCH_BYTES == 256_000_000  # "256 MB", not 256 MiB
     assert requests.MAX_BATCH_REQUESTS == 100_000
