@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import os
 import secrets
 import sqlite3
@@ -1387,7 +1388,18 @@ def _pack(items: Sequence[bytes]) -> bytes:
     """Byte strings (any content) -> one compressed blob: count, lengths, then the data."""
     lengths = np.fromiter(map(len, items), dtype="<u4", count=len(items))
     head = len(items).to_bytes(4, "little") + lengths.tobytes()
-    return zlib.compress(head + b"".join(items), 1)
+    step = 4096
+    pieces = (b"".join(items[k : k + step]) for k in range(0, len(items), step))
+    return _deflate(itertools.chain((head,), pieces), 1)
+
+
+def _deflate(pieces: Iterable[bytes], level: int) -> bytes:
+    """One zlib stream of the concatenated pieces, never holding them joined: a run's
+    requests or results are compressed without a second uncompressed copy in memory."""
+    z = zlib.compressobj(level)
+    out = [z.compress(piece) for piece in pieces]
+    out.append(z.flush())
+    return b"".join(out)
 
 
 def _unpack(blob: bytes) -> list[bytes]:
@@ -1405,7 +1417,12 @@ def _pack_ids(ids: Sequence[str]) -> bytes:
     # custom_ids are [A-Za-z0-9_-]{1,64} by the API's rules, so a newline separates them.
     # Ours are hex digests, which zlib shrinks by only ~40% at ten times the cost of
     # storing them (level 0: still a zlib stream, read back the same way).
-    return zlib.compress("\n".join(ids).encode(), 0)
+    step = 4096
+    pieces = (
+        ("\n" if k else "").encode() + "\n".join(ids[k : k + step]).encode()
+        for k in range(0, len(ids), step)
+    )
+    return _deflate(pieces, 0)
 
 
 def _encode_frame(frame: pd.DataFrame) -> bytes:

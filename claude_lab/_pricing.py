@@ -305,7 +305,10 @@ def cost(
         )
     if warn:
         _warn_unknown(unknown)
-    r = rates[codes]
+    # One model for every request (the usual job): one row of rates, broadcast, rather
+    # than an n x 8 copy of it.
+    uniform = codes.size > 0 and bool((codes == codes[0]).all())
+    r = rates[codes[:1]] if uniform else rates[codes]
     c_5m = np.maximum(c_write - c_1h, 0.0)
     input_side = inp * r[:, 0] + c_5m * r[:, 2] + c_1h * r[:, 3] + c_read * r[:, 4]
     output_side = out * r[:, 1]
