@@ -373,7 +373,7 @@ def run(
         meta={"cache": p.cache, **_post_processing(config)},
         rows=(
             list(df.index) * (len(encoded.row_uid) // len(df)),  # once per model and epoch
-            [encoded.custom_ids[u] if u >= 0 else None for u in encoded.row_uid],
+            [encoded.custom_ids[u] if u >= 0 else None for u in encoded.row_uid.tolist()],
         ),
         requests=(encoded.custom_ids, encoded.params),
     )

@@ -1172,9 +1172,11 @@ class Journal:
     ) -> list[tuple[str, int, int, str, int]]:
         """Index entries ``(custom_id, file_id, ord, batch_id, succeeded)`` at ``endpoint``,
         oldest first."""
-        keys = list(dict.fromkeys(custom_ids))
         where = "f.endpoint = ?" + (" AND i.succeeded = 1" if succeeded_only else "")
         out: list[tuple[str, int, int, str, int]] = []
+        if not self._read("SELECT 1 FROM result_files WHERE endpoint = ? LIMIT 1", (endpoint,)):
+            return out  # nothing was ever fetched from there: no lookups to make
+        keys = list(dict.fromkeys(custom_ids))
         with self._lock, self._guard():
             for start in range(0, len(keys), _CHUNK):
                 chunk = keys[start : start + _CHUNK]

@@ -226,11 +226,7 @@ def _warn_unknown(models: Iterable[str]) -> None:
     )
 
 
-def _as_float(values: Any, n: int) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim == 0:
-        return np.full(n, float(arr))
-    return arr
+_BLOCK = 65_536  # requests priced at once
 
 
 def cost(
@@ -270,11 +266,6 @@ def cost(
         models = np.asarray(model, dtype=object)
         scalar_shape = False
     n = models.shape[0]
-    inp = _as_float(input_tokens, n)
-    out = _as_float(output_tokens, n)
-    c_read = _as_float(cache_read_tokens, n)
-    c_write = _as_float(cache_write_tokens, n)
-    c_1h = _as_float(cache_write_1h_tokens, n)
 
     # Few distinct models per job: resolve each once, then broadcast rates with take().
     # Code -1 (no model) picks the extra all-NaN last row.
@@ -308,16 +299,33 @@ def cost(
     # One model for every request (the usual job): one row of rates, broadcast, rather
     # than an n x 8 copy of it.
     uniform = codes.size > 0 and bool((codes == codes[0]).all())
-    r = rates[codes[:1]] if uniform else rates[codes]
-    c_5m = np.maximum(c_write - c_1h, 0.0)
-    input_side = inp * r[:, 0] + c_5m * r[:, 2] + c_1h * r[:, 3] + c_read * r[:, 4]
-    output_side = out * r[:, 1]
-    long_prompt = (inp + c_read + c_write) > r[:, 5]
-    input_side = np.where(long_prompt, input_side * r[:, 6], input_side)
-    output_side = np.where(long_prompt, output_side * r[:, 7], output_side)
-    total = (input_side + output_side) / _MTOK
+    tokens = [
+        np.asarray(t)
+        for t in (
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            cache_write_1h_tokens,
+        )
+    ]
+    total = np.empty(n)
+    # In blocks: the arithmetic's temporaries stay small at a million requests.
+    for start in range(0, n, _BLOCK):
+        part = slice(start, start + _BLOCK)
+        r = rates[codes[:1]] if uniform else rates[codes[part]]
+        inp, out, c_read, c_write, c_1h = (
+            t[part].astype(np.float64) if t.ndim else np.float64(t) for t in tokens
+        )
+        c_5m = np.maximum(c_write - c_1h, 0.0)
+        input_side = inp * r[:, 0] + c_5m * r[:, 2] + c_1h * r[:, 3] + c_read * r[:, 4]
+        output_side = out * r[:, 1]
+        long_prompt = (inp + c_read + c_write) > r[:, 5]
+        input_side = np.where(long_prompt, input_side * r[:, 6], input_side)
+        output_side = np.where(long_prompt, output_side * r[:, 7], output_side)
+        total[part] = (input_side + output_side) / _MTOK
     if batch:
-        total = total * BATCH_DISCOUNT
+        total *= BATCH_DISCOUNT
     if scalar_shape:
         return total[:1]
     return total

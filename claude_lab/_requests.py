@@ -9,7 +9,7 @@ guessed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
@@ -77,11 +77,15 @@ def line_sizes(custom_ids: Sequence[str], params: Sequence[bytes]) -> np.ndarray
 
 
 def encode(
-    params: Sequence[dict[str, Any] | bytes | None], salts: Sequence[int] | None = None
+    params: Iterable[dict[str, Any] | bytes | None],
+    salts: Sequence[int] | None = None,
+    *,
+    rows: int | None = None,
 ) -> Encoded:
     """Canonically encode each row's params, hash them, and deduplicate identical requests.
 
-    A row's params may come already encoded (canonical bytes, ``templates.render_json``).
+    A row's params may come already encoded (canonical bytes, ``templates.render_json``),
+    and may come lazily: an iterator of ``rows`` rows.
 
     ``salts`` (per row, e.g. the epoch of a repeated sample) go into the hash only:
     a non-zero salt gives the same request its own custom_id; the bytes sent are the same.
@@ -89,7 +93,10 @@ def encode(
     ids: list[str] = []
     blobs: list[bytes] = []
     seen: dict[str, int] = {}
-    row_uid = np.full(len(params), -1, dtype=np.int64)
+    if rows is None:
+        assert isinstance(params, Sized), "pass rows= with an iterator of params"
+        rows = len(params)
+    row_uid = np.full(rows, -1, dtype=np.int64)
     dumps = orjson.dumps
     sort = orjson.OPT_SORT_KEYS
     for i, p in enumerate(params):
