@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 import inspect
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -303,9 +303,8 @@ def plan(
         m: _render(df, compiled, b, on_missing, spec, prompt_cache) for m, b in bases.items()
     }
     if vs is None:
-        encoded = requests.encode(per_model.pop(models[0]), rows=len(df))
+        encoded = requests.encode(per_model.pop(models[0]))
     else:
-        per_model = {m: list(rows) for m, rows in per_model.items()}  # read once per epoch
         encoded = requests.encode(
             [p for v in vs for p in per_model[v["model"]]],
             [v["epoch"] for v in vs for _ in range(len(df))],
@@ -411,10 +410,9 @@ def _render(
     on_missing: templates.OnMissing,
     spec: media.MediaSpec,
     prompt_cache: str | None,
-) -> Iterable[Any]:
-    """Every row's params (None: skipped): canonical bytes, rendered lazily, when nothing
-    is added per row afterwards (no dict per row, the cheap path), else dicts with media
-    and cache marker. Every check has run when this returns."""
+) -> list[Any]:
+    """Every row's params (None: skipped): canonical bytes when nothing is added per row
+    afterwards (no dict per row, the cheap path), else dicts with media and cache marker."""
     if not spec and prompt_cache is None:
         fast = templates.render_json(df, compiled, base, on_missing)
         if fast is not None:

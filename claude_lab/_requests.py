@@ -9,7 +9,7 @@ guessed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence, Sized
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
@@ -77,15 +77,11 @@ def line_sizes(custom_ids: Sequence[str], params: Sequence[bytes]) -> np.ndarray
 
 
 def encode(
-    params: Iterable[dict[str, Any] | bytes | None],
-    salts: Sequence[int] | None = None,
-    *,
-    rows: int | None = None,
+    params: Sequence[dict[str, Any] | bytes | None], salts: Sequence[int] | None = None
 ) -> Encoded:
     """Canonically encode each row's params, hash them, and deduplicate identical requests.
 
-    A row's params may come already encoded (canonical bytes, ``templates.render_json``),
-    and may come lazily: an iterator of ``rows`` rows.
+    A row's params may come already encoded (canonical bytes, ``templates.render_json``).
 
     ``salts`` (per row, e.g. the epoch of a repeated sample) go into the hash only:
     a non-zero salt gives the same request its own custom_id; the bytes sent are the same.
@@ -93,10 +89,7 @@ def encode(
     ids: list[str] = []
     blobs: list[bytes] = []
     seen: dict[str, int] = {}
-    if rows is None:
-        assert isinstance(params, Sized), "pass rows= with an iterator of params"
-        rows = len(params)
-    row_uid = np.full(rows, -1, dtype=np.int64)
+    row_uid = np.full(len(params), -1, dtype=np.int64)
     dumps = orjson.dumps
     sort = orjson.OPT_SORT_KEYS
     for i, p in enumerate(params):

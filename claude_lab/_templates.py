@@ -11,7 +11,7 @@ specs or conversions (``{a:>10}``, ``{a!r}``, ``{a:{b}}`` are refused too).
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -356,8 +356,6 @@ def render(
     return Rendered(params, skipped)
 
 
-_BLOCK = 50_000  # rows rendered at once by render_json
-
 # Stand-ins for the per-row texts in the canonical JSON of the shared params: NUL never
 # reaches a template's output unescaped, so each marks exactly where a row's text goes.
 _USER_MARK = "\x00claude_lab:user\x00"
@@ -369,15 +367,13 @@ def render_json(
     prompt: Prompt,
     base: Mapping[str, Any],
     on_missing: OnMissing = "skip",
-) -> Iterator[bytes | None] | None:
-    """Each row's params as canonical JSON bytes (None: a skipped row), in row order, for
-    a ``_simple`` prompt; None for any other prompt (use ``render``). Every check runs
-    before this returns; the rows are then rendered lazily, a block at a time.
+) -> list[bytes | None] | None:
+    """Each row's params as canonical JSON bytes (None: a skipped row), for a ``_simple``
+    prompt; None for any other prompt (use ``render``).
 
     The bytes equal ``orjson.dumps(params, option=OPT_SORT_KEYS)`` of what ``render``
     gives, but no dict is built per row: the shared params are encoded once with
     markers where the texts go, and each row is that JSON with its texts spliced in.
-    Rendering by blocks keeps the texts of only one block alive at a time.
     """
     if prompt.function is not None or not _simple(prompt):
         return None
@@ -389,25 +385,21 @@ def render_json(
     if blob.count(user_mark) != 1 or blob.count(system_mark) != (prompt.system is not None):
         return None  # base itself holds a marker: let render() build the dicts
     skipped, specs = _columns(df, prompt, on_missing)
-    # "messages" sorts before "system", so the user text comes first.
-    head, rest = blob.split(user_mark)
-    middle, tail = rest.split(system_mark) if prompt.system is not None else (rest, b"")
-
-    def rows() -> Iterator[bytes | None]:
-        dumps = orjson.dumps
-        for start in range(0, len(df), _BLOCK):
-            part = df.iloc[start : start + _BLOCK]
-            user, system = _simple_texts(part, prompt, on_missing, specs)
-            out: list[bytes | None]
-            if system is None:
-                out = [head + dumps(u) + middle for u in user]
-            else:
-                out = [head + dumps(u) + middle + dumps(s) + tail for u, s in zip(user, system)]
-            for k in np.flatnonzero(skipped[start : start + _BLOCK]).tolist():
-                out[k] = None
-            yield from out
-
-    return rows()
+    user, system = _simple_texts(df, prompt, on_missing, specs)
+    dumps = orjson.dumps
+    out: list[bytes | None]
+    if system is None:
+        head, tail = blob.split(user_mark)
+        out = [head + dumps(u) + tail for u in user]
+    else:
+        # "messages" sorts before "system", so the user text comes first.
+        head, rest = blob.split(user_mark)
+        middle, tail = rest.split(system_mark)
+        out = [head + dumps(u) + middle + dumps(s) + tail for u, s in zip(user, system)]
+    del user, system
+    for k in np.flatnonzero(skipped).tolist():
+        out[k] = None
+    return out
 
 
 def _templates_in(prompt: Prompt) -> list[Template]:
