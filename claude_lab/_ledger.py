@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import orjson
 import pandas as pd
+import zstandard
 
 from claude_lab._errors import ConfigError, InputError, JobNotFoundError, JournalError
 
@@ -744,7 +745,7 @@ class Journal:
         rows = self._read("SELECT labels, custom_ids FROM row_sets WHERE job_id = ?", (job_id,))
         if not rows:
             return [], []
-        labels = orjson.loads(zlib.decompress(rows[0][0]))
+        labels = orjson.loads(_inflate(rows[0][0]))
         # JSON has no tuples; index labels are hashable, so a list can only have been a tuple.
         labels = [tuple(x) if isinstance(x, list) else x for x in labels]
         return labels, [c or None for c in _unpack_ids(rows[0][1])]
@@ -1367,7 +1368,7 @@ def _insert_rows(
     encoded = orjson.dumps(list(labels), default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
     conn.execute(
         "INSERT INTO row_sets (job_id, labels, custom_ids) VALUES (?, ?, ?)",
-        (job_id, zlib.compress(encoded, 1), _pack_ids([c or "" for c in ids])),
+        (job_id, _deflate((encoded,), 1), _pack_ids([c or "" for c in ids])),
     )
 
 
@@ -1385,7 +1386,9 @@ def _insert_requests(
     )
 
 
-# Blobs are zlib at level 1: ~14x smaller for result lines, at ~0.2 s per 100 MB.
+# Blobs are zstd at level 1: ~50x smaller for result lines, at a quarter of zlib's CPU
+# (zlib level 1 took ~0.25 s of a 100k-row run's 1.6 s). Journals written before hold
+# zlib streams; _inflate tells them apart by the zstd frame's magic number.
 def _pack(items: Sequence[bytes]) -> bytes:
     """Byte strings (any content) -> one compressed blob: count, lengths, then the data."""
     lengths = np.fromiter(map(len, items), dtype="<u4", count=len(items))
@@ -1396,16 +1399,28 @@ def _pack(items: Sequence[bytes]) -> bytes:
 
 
 def _deflate(pieces: Iterable[bytes], level: int) -> bytes:
-    """One zlib stream of the concatenated pieces, never holding them joined: a run's
-    requests or results are compressed without a second uncompressed copy in memory."""
-    z = zlib.compressobj(level)
+    """One compressed stream of the concatenated pieces, never holding them joined: a
+    run's requests or results are compressed without a second uncompressed copy in
+    memory. Level 0 stores (a zlib stream, for data that barely compresses)."""
+    z: Any = zstandard.ZstdCompressor(level=level).compressobj() if level else zlib.compressobj(0)
     out = [z.compress(piece) for piece in pieces]
     out.append(z.flush())
     return b"".join(out)
 
 
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _inflate(blob: bytes) -> bytes:
+    if blob[:4] == _ZSTD_MAGIC:
+        # Streamed frames carry no content size, so one-shot decompress() cannot size
+        # its output; a decompressobj can.
+        return bytes(zstandard.ZstdDecompressor().decompressobj().decompress(blob))
+    return zlib.decompress(blob)
+
+
 def _unpack(blob: bytes) -> list[bytes]:
-    raw = zlib.decompress(blob)
+    raw = _inflate(blob)
     n = int.from_bytes(raw[:4], "little")
     ends = np.cumsum(np.frombuffer(raw, dtype="<u4", count=n, offset=4), dtype=np.int64)
     ends += 4 + 4 * n
@@ -1434,11 +1449,11 @@ def _encode_frame(frame: pd.DataFrame) -> bytes:
         values = col.astype(object).where(col.notna(), None).tolist()
         columns.append({"name": frame.columns[k], "dtype": str(col.dtype), "values": values})
     data = orjson.dumps(columns, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
-    return zlib.compress(data, 1)
+    return _deflate((data,), 1)
 
 
 def _decode_frame(blob: bytes) -> pd.DataFrame:
-    columns = orjson.loads(zlib.decompress(blob))
+    columns = orjson.loads(_inflate(blob))
     data: dict[Any, Any] = {}
     for col in columns:
         name = tuple(col["name"]) if isinstance(col["name"], list) else col["name"]
@@ -1463,7 +1478,7 @@ def _line_status(line: bytes) -> str:
 def _unpack_ids(blob: bytes | None) -> list[str]:
     if not blob:
         return []
-    text = zlib.decompress(blob).decode()
+    text = _inflate(blob).decode()
     return text.split("\n") if text else []
 
 
@@ -1477,7 +1492,7 @@ def _migrate_to_bulk(conn: sqlite3.Connection) -> None:
         labels = ("[" + ",".join(r[0] for r in rows) + "]").encode()
         conn.execute(
             "INSERT INTO row_sets (job_id, labels, custom_ids) VALUES (?, ?, ?)",
-            (job_id, zlib.compress(labels, 1), _pack_ids([r[1] or "" for r in rows])),
+            (job_id, _deflate((labels,), 1), _pack_ids([r[1] or "" for r in rows])),
         )
     for (job_id,) in conn.execute("SELECT DISTINCT job_id FROM job_requests").fetchall():
         rows = conn.execute(

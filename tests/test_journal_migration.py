@@ -10,6 +10,7 @@ import orjson
 import pandas as pd
 
 import claude_lab
+import claude_lab._job
 from claude_lab import _ledger as jmod
 from claude_lab import _plan as plan_mod
 from claude_lab import _requests as requests
@@ -132,3 +133,48 @@ def test_v3_journal_reattaches_and_serves_its_cache(fast: Emulator) -> None:
     [batch_id] = {b for b in out["claude_batch_id"].dropna() if b != "msgbatch_old"}
     sent = client.messages.batches.retrieve(batch_id).request_counts
     assert sent.succeeded == 1
+
+
+def test_a_journal_with_zlib_blobs_still_reads(fast: Emulator) -> None:
+    """Blobs were zlib streams before they became zstd frames: a journal the previous
+    release wrote re-attaches, serves its cache and exports offline, and a new call adds
+    zstd blobs beside the old ones."""
+    import zlib
+
+    df = pd.DataFrame({"a": [1, 2, 3], "b": [10, 20, 30]})
+    client = fast.client()
+    first = df.claude.batch(SUM, client=client, **FAST)
+    jnl = jmod.open_journal()
+    blobs = {
+        "row_sets": ("labels", "custom_ids"),
+        "request_sets": ("custom_ids", "params"),
+        "result_files": ("lines",),
+        "input_sets": ("frame",),
+    }
+    with jnl._write() as conn:
+        rewritten = 0
+        for table, columns in blobs.items():
+            for column in columns:
+                for rowid, blob in conn.execute(f"SELECT rowid, {column} FROM {table}").fetchall():
+                    old = zlib.compress(jmod._inflate(blob), 1)
+                    assert (old[:1] == b"\x78" and old != blob) or blob[:1] == b"\x78"
+                    conn.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (old, rowid))
+                    rewritten += 1
+    assert rewritten >= 6
+    jnl.close()
+
+    again = df.claude.batch(SUM, client=client, **FAST)  # re-attaches, sends nothing
+    assert fast.count(*CREATE) == 1
+    assert again["claude_cached"].all()  # this call paid for nothing
+    pd.testing.assert_frame_equal(
+        again.drop(columns="claude_cached"), first.drop(columns="claude_cached")
+    )
+    out, _ = claude_lab._job.load_result(first.attrs["claude_lab"]["job_id"])
+    assert out["claude_text"].tolist() == first["claude_text"].tolist()
+    assert out["a"].tolist() == [1, 2, 3]  # the stored input columns, from a zlib blob
+
+    more = pd.DataFrame({"a": [1, 2, 3, 4], "b": [10, 20, 30, 40]})
+    out = more.claude.batch(SUM, client=client, **FAST)
+    assert out["claude_text"].tolist() == ["11", "22", "33", "44"]
+    assert out["claude_cached"].tolist() == [True, True, True, False]
+    assert fast.count(*CREATE) == 2
