@@ -215,14 +215,11 @@ class Emulator:
     @property
     def port(self) -> int:
         """The 127.0.0.1 port (``transport="socket"`` only)."""
+        self._require_running()
         if self._server is None:
-            if self._running:
-                raise RuntimeError(
-                    "this emulator has no socket (transport='inprocess'); use "
-                    "serve(transport='socket') to listen on 127.0.0.1"
-                )
             raise RuntimeError(
-                "the emulator is not running; use `with serve() as emu:` or .start()"
+                "this emulator has no socket (transport='inprocess'); use "
+                "serve(transport='socket') to listen on 127.0.0.1"
             )
         return int(self._server.server_port)
 
@@ -230,11 +227,14 @@ class Emulator:
     def base_url(self) -> str:
         """What the SDK's ``base_url`` is: ``http://127.0.0.1:PORT`` with a socket, else a
         name only this emulator's clients reach."""
-        if self.transport == "socket":
-            return f"http://{HOST}:{self.port}"
+        self._require_running()
+        return f"http://{HOST}:{self.port}" if self.transport == "socket" else self._origin
+
+    def _require_running(self) -> None:
         if not self._running:
-            self.port  # noqa: B018 - raises the "not running" error
-        return self._origin
+            raise RuntimeError(
+                "the emulator is not running; use `with serve() as emu:` or .start()"
+            )
 
     def client(self, **kwargs: Any) -> anthropic.Anthropic:
         """An ``anthropic.Anthropic`` pointed here (closed when the emulator stops)."""
