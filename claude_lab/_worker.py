@@ -431,13 +431,22 @@ class Worker:
                     # Settled from the evidence by _follow; until then nothing is resent.
                     ledger.mark_lost(sub)
                     continue
-                except anthropic.RateLimitError as exc:
-                    # Refused, so nothing was created: give the wave's unsent requests back
-                    # and send them again when the queue has room.
-                    for left in subs[k:]:
-                        ledger.abandon_submission(left)
-                    self._defer(np.concatenate([ch.uids for ch in chunks[k:]]), again, exc)
-                    return
+                except anthropic.APIStatusError as exc:
+                    if isinstance(exc, anthropic.RateLimitError):
+                        # Refused, so nothing was created: give the wave's unsent requests
+                        # back and send them again when the queue has room.
+                        for left in subs[k:]:
+                            ledger.abandon_submission(left)
+                        self._defer(np.concatenate([ch.uids for ch in chunks[k:]]), again, exc)
+                        return
+                    if exc.status_code < 500 and exc.status_code not in (408, 409):
+                        # Rejected outright (bad request, auth, permission): no batch was
+                        # made, so none is left pending and the job ends "failed", not
+                        # "interrupted". A 5xx after the gateway's retries stays pending:
+                        # a late batch may yet appear, and a re-run settles it on evidence.
+                        for left in subs[k:]:
+                            ledger.abandon_submission(left)
+                    raise
                 self._queue_refusals, self._queue_retry_at = 0, None
                 self._api.record(sub, batch)
             del body

@@ -64,3 +64,23 @@ def test_status_is_a_str_shared_with_the_journal(emu: Emulator) -> None:
     assert job.status is JobStatus.CANCELED
     assert f"{job.status}" == str(job.status) == "canceled"
     assert open_journal().get_job(job.id).status == JobStatus.CANCELED
+
+
+def test_a_create_the_api_rejects_fails_the_job_and_a_rerun_sends_it(fast: Emulator) -> None:
+    """A 403 on create made no batch: the job is "failed" (nothing at the API to wait
+    for), not "interrupted", and the same call re-run sends the requests once."""
+    import anthropic
+    import pytest
+
+    df = pd.DataFrame({"a": [1, 2, 3], "b": [4, 5, 6]})
+    fast.faults.forbidden = {"create": 1}
+    job = df.claude.batch(SUM, client=fast.client(), wait=False, **FAST)
+    with pytest.raises(anthropic.PermissionDeniedError):
+        job.result(timeout=60)
+    assert job.status == JobStatus.FAILED
+    assert open_journal().get_job(job.id).status == JobStatus.FAILED
+    assert open_journal().pending_submissions(job.id) == []
+
+    out = df.claude.batch(SUM, client=fast.client(), **FAST)
+    assert out["claude_text"].tolist() == ["5", "7", "9"]
+    assert fast.count("POST", "/v1/messages/batches") == 2  # the refused one, then one batch

@@ -58,6 +58,9 @@ class Faults:
     """The next N calls answer 429 rate_limit_error with ``retry-after-ms``."""
     server_error: Counter = 0
     """The next N calls answer 500 api_error."""
+    forbidden: Counter = 0
+    """The next N calls answer 403 permission_error (e.g. a workspace without batch access):
+    a real rejection, which resending cannot help."""
     overloaded: Counter = 0
     """The next N calls answer 529 overloaded_error."""
     retry_after_ms: int = 20
@@ -111,7 +114,7 @@ class Faults:
                 raise ValueError(
                     f"Faults.others: ({when!r}, {size}) must be (one of {OTHERS_WHEN}, size >= 1)"
                 )
-        for name in ("rate_limit", "server_error", "overloaded"):
+        for name in ("rate_limit", "server_error", "overloaded", "forbidden"):
             value = getattr(self, name)
             if isinstance(value, dict):
                 bad = [k for k in value if k not in ROUTES]
@@ -175,7 +178,7 @@ ROW_FAULT_MESSAGES = {
 
 
 def endpoint_fault(faults: Faults, route: str, request_id: str) -> Response | None:
-    """The 429/529/500 a counter of ``faults`` asks for on ``route`` now (counting it down).
+    """The 429/529/500/403 a counter of ``faults`` asks for on ``route`` now (counting it down).
 
     The caller holds the emulator's lock, so two calls never take the same count.
     """
@@ -183,8 +186,11 @@ def endpoint_fault(faults: Faults, route: str, request_id: str) -> Response | No
         ("rate_limit", 429, "Number of request tokens has exceeded your rate limit."),
         ("overloaded", 529, "Overloaded"),
         ("server_error", 500, "Internal server error"),
+        ("forbidden", 403, "Your workspace does not have access to the Message Batches API."),
     ):
         if faults._take(name, route):
+            if status == 403:
+                return error(status, message, request_id)
             ms = max(int(faults.retry_after_ms), 0)
             extra = [("retry-after-ms", str(ms)), ("retry-after", str(math.ceil(ms / 1000)))]
             return error(status, message, request_id, extra=extra)
