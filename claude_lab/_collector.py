@@ -39,7 +39,6 @@ __all__ = [
 #: Row statuses, indexed by the internal status code.
 STATUSES = ("missing", "succeeded", "errored", "canceled", "expired", "skipped", "parse_error")
 _MISSING, _SUCCEEDED, _ERRORED, _CANCELED, _EXPIRED, _SKIPPED, _PARSE_ERROR = range(7)
-_STATUS_NAMES = np.array(STATUSES, dtype=object)
 
 #: What ``<name>_thinking`` holds for a thinking block the API redacted (safety).
 REDACTED = "[redacted thinking]"
@@ -300,20 +299,78 @@ def _tool_input(calls: Sequence[Mapping[str, Any]] | None, forced: Mapping[str, 
     return data
 
 
-def _decode(codes: Iterable[str | None], per_u: list[int], take: np.ndarray) -> Any:
+def _decode(codes: Iterable[str | None], per_u: _Slots, take: np.ndarray) -> Any:
     """A string column from per-request codes into ``codes``; -1 and the skipped slot
-    become NA. The strings are copied per row by the column's own take, with no
-    Python object per row."""
-    names = pd.array(list(codes), dtype="string")
-    return names.take(_padded(per_u, -1, np.int64)[take], allow_fill=True)
+    become NA."""
+    return _names(list(codes), _padded(per_u, -1, np.int32)[take])
 
 
-def _padded(values: Sequence[Any], fill: Any, dtype: Any = object) -> np.ndarray:
+def _names(names: Sequence[str | None], codes: np.ndarray) -> Any:
+    """The string column ``names[codes]`` per row (code -1: NA), with no Python object
+    per row: the strings are copied by a take."""
+    if _ARROW_STRINGS:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        indices = pa.array(codes, mask=codes < 0)
+        taken = pc.take(
+            pa.array(names, type=pa.large_string()), indices, memory_pool=_system_pool()
+        )
+        return pd.arrays.ArrowStringArray(taken)
+    return pd.array(names, dtype="string").take(codes.astype(np.int64), allow_fill=True)
+
+
+def _strings(values: np.ndarray) -> Any:
+    """A string column from an object array of str and None (None: NA)."""
+    if _ARROW_STRINGS:
+        import pyarrow as pa
+
+        column = pa.array(
+            values, type=pa.large_string(), from_pandas=True, memory_pool=_system_pool()
+        )
+        return pd.arrays.ArrowStringArray(column)
+    return pd.array(values, dtype="string")
+
+
+# pandas 3 keeps "string" columns in Arrow when pyarrow is installed; pandas 2 in Python.
+_ARROW_STRINGS = pd.StringDtype().storage == "pyarrow"
+
+
+def _system_pool() -> Any:
+    """Arrow's malloc-backed pool, for the result table's strings only.
+
+    Arrow's default allocator (mimalloc) cannot reuse the memory malloc has just freed
+    from the table's other temporaries, so at a million rows the table's peak would
+    carry both: ~30 MB more. Passed per call; the process-wide default is untouched.
+    """
+    import pyarrow as pa
+
+    return pa.system_memory_pool()
+
+
+def _padded(values: Sequence[Any] | np.ndarray, fill: Any, dtype: Any = object) -> np.ndarray:
     """``values`` plus one ``fill`` slot at the end (the skipped row), with no list copy."""
     arr = np.empty(len(values) + 1, dtype=dtype)
     arr[:-1] = values
     arr[-1] = fill
     return arr
+
+
+# A per-request field: a list while results stream in, a small array after pack().
+_Slots = list[Any] | np.ndarray
+_PACKED = (
+    ("_status", np.int8),
+    ("_pass_of", np.int32),
+    ("_stop", np.int32),
+    ("_model", np.int32),
+    ("_in", np.int32),  # tokens of one request: well under 2**31
+    ("_out", np.int32),
+    ("_c_read", np.int32),
+    ("_c_write", np.int32),
+    ("_c_1h", np.int32),
+    ("_cached", np.bool_),
+    ("_batch", np.int32),
+)
 
 
 class ResultAccumulator:
@@ -325,9 +382,12 @@ class ResultAccumulator:
     """
 
     def __init__(self, custom_ids: Sequence[str]) -> None:
-        self.custom_ids: list[str] = list(custom_ids)
+        # The caller's list itself (never changed here): a copy is 8 MB per million.
+        self.custom_ids: list[str] = (
+            custom_ids if isinstance(custom_ids, list) else list(custom_ids)
+        )
         n = len(self.custom_ids)
-        self._index: dict[str, int] = {cid: u for u, cid in enumerate(self.custom_ids)}
+        self._index: dict[str, int] | None = {cid: u for u, cid in enumerate(self.custom_ids)}
         if len(self._index) != n:
             raise ValueError("custom_ids must be unique")
         self.unknown = 0
@@ -337,25 +397,25 @@ class ResultAccumulator:
         self._pass = 0
         self._batch_ids: list[str | None] = [None]
         self._batch_slot = 0
-        # Per-u storage as plain lists: list item assignment is the cheapest
-        # write in CPython, and each converts to an array once in columns().
-        self._status: list[int] = [_MISSING] * n
-        self._pass_of: list[int] = [0] * n
+        # Per-u storage as plain lists while results stream in: list item assignment is
+        # the cheapest write in CPython. pack() turns them into small arrays at the end.
+        self._status: _Slots = [_MISSING] * n
+        self._pass_of: _Slots = [0] * n
         self._text: list[str | None] = [None] * n
         self._error: list[str | None] = [None] * n
         # Model and stop reason repeat across requests: keep a small code per
         # request (-1 = none) so columns and prices work on a handful of values.
-        self._stop: list[int] = [-1] * n
-        self._model: list[int] = [-1] * n
+        self._stop: _Slots = [-1] * n
+        self._model: _Slots = [-1] * n
         self._stop_codes: dict[str | None, int] = {}
         self._model_codes: dict[str | None, int] = {}
-        self._in: list[int] = [-1] * n
-        self._out: list[int] = [-1] * n
-        self._c_read: list[int] = [-1] * n
-        self._c_write: list[int] = [-1] * n
-        self._c_1h: list[int] = [0] * n
-        self._cached: list[bool] = [False] * n
-        self._batch: list[int] = [0] * n
+        self._in: _Slots = [-1] * n
+        self._out: _Slots = [-1] * n
+        self._c_read: _Slots = [-1] * n
+        self._c_write: _Slots = [-1] * n
+        self._c_1h: _Slots = [0] * n
+        self._cached: _Slots = [False] * n
+        self._batch: _Slots = [0] * n
         # Rare fields: only allocated when a line has them.
         self._thinking: dict[int, str] = {}
         self._tools: dict[int, list[dict[str, Any]]] = {}
@@ -364,6 +424,28 @@ class ResultAccumulator:
 
     def __len__(self) -> int:
         return len(self.custom_ids)
+
+    def uids_of(self, custom_ids: Sequence[str]) -> np.ndarray:
+        """The request index ``u`` of each of ``custom_ids`` (all must be this job's)."""
+        index = self._lookup()
+        return np.fromiter((index[c] for c in custom_ids), dtype=np.int64, count=len(custom_ids))
+
+    def _lookup(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {cid: u for u, cid in enumerate(self.custom_ids)}
+        return self._index
+
+    def pack(self) -> None:
+        """Shrink what is held once every result is in, before the table is built.
+
+        The custom_id lookup is dropped (rebuilt if a line is fed again) and the
+        per-request numbers move from lists (8 bytes a slot) into small arrays: at a
+        million requests, ~90 MB the table's peak need not carry. A retry still
+        writes into them, slot by slot.
+        """
+        self._index = None
+        for name, dtype in _PACKED:
+            setattr(self, name, np.array(getattr(self, name), dtype=dtype))
 
     def begin_pass(self, batch_id: str | None = None) -> None:
         """Start a (re-)download of one batch's results.
@@ -503,7 +585,7 @@ class ResultAccumulator:
         # The hot loop of a 100k-row job: one function, the per-u lists bound to
         # locals, the common reply (one text block) inline; no per-line objects
         # beyond what orjson builds.
-        index, status, pass_of, text = self._index, self._status, self._pass_of, self._text
+        index, status, pass_of, text = self._lookup(), self._status, self._pass_of, self._text
         stop, model, stop_codes, model_codes = (
             self._stop,
             self._model,
@@ -669,13 +751,13 @@ class ResultAccumulator:
         for u in np.flatnonzero((status[:n] == _MISSING) & used[:n]):
             error[u] = MISSING_MESSAGE
 
-        cols: dict[str, Any] = {f"{prefix}_text": pd.array(text[take], dtype="string")}
+        cols: dict[str, Any] = {f"{prefix}_text": _strings(text[take])}
         feats = features or {}
         if feats.get("thinking") or (self._thinking and any(used[k] for k in self._thinking)):
             thinking = np.full(n + 1, None, dtype=object)
             for k, t in self._thinking.items():
                 thinking[k] = t
-            cols[f"{prefix}_thinking"] = pd.array(thinking[take], dtype="string")
+            cols[f"{prefix}_thinking"] = _strings(thinking[take])
             counts = np.full(n + 1, -1, dtype=np.int64)
             for k, c in self._thinking_tokens.items():
                 counts[k] = c
@@ -734,29 +816,35 @@ class ResultAccumulator:
             cols[f"{prefix}_parsed"] = _typed_column(parsed[take], None)
 
         status_out = np.where(unparsed, _PARSE_ERROR, status).astype(np.int8)
-        row_status = status_out[take]
-        cols[f"{prefix}_status"] = pd.array(_STATUS_NAMES[row_status], dtype="string")
-        cols[f"{prefix}_error"] = pd.array(error[take], dtype="string")
+        cols[f"{prefix}_status"] = _names(STATUSES, status_out[take])
+        cols[f"{prefix}_error"] = _strings(error[take])
+        del error, text
         cols[f"{prefix}_stop_reason"] = _decode(self._stop_codes, self._stop, take)
 
-        tokens: dict[str, np.ndarray] = {}
-        for suffix, values in (
+        # Each per-request token array lives only while its column and the cost use it,
+        # so the table's peak carries one at a time, not four (32 MB per million rows).
+        token_lists = (
             ("input_tokens", self._in),
             ("output_tokens", self._out),
             ("cache_read_tokens", self._c_read),
             ("cache_write_tokens", self._c_write),
-        ):
+        )
+        ok = np.flatnonzero((status[:n] == _SUCCEEDED) & (_padded(self._in, -1, np.int64)[:n] >= 0))
+        billed: dict[str, np.ndarray] = {}
+        for suffix, values in token_lists:
             arr = _padded(values, -1, np.int64)
-            tokens[suffix] = arr
+            billed[suffix] = arr[ok]
             row = arr[take]
+            del arr
             cols[f"{prefix}_{suffix}"] = pd.arrays.IntegerArray(row, row < 0)
 
-        cols[f"{prefix}_cost_usd"] = self._cost_column(uid, take, tokens, status, prices)
+        cols[f"{prefix}_cost_usd"] = self._cost_column(uid, take, ok, billed, status, prices)
+        del billed
         cols[f"{prefix}_model"] = _decode(self._model_codes, self._model, take)
         if len(self._batch_ids) > 1:
             cols[f"{prefix}_batch_id"] = _decode(self._batch_ids, self._batch, take)
         cids = _padded(self.custom_ids, None)
-        cols[f"{prefix}_custom_id"] = pd.array(cids[take], dtype="string")
+        cols[f"{prefix}_custom_id"] = _strings(cids[take])
         del cids
         cached = _padded(self._cached, False, bool)[take]
         cols[f"{prefix}_cached"] = pd.arrays.BooleanArray(cached, np.zeros(len(take), dtype=bool))
@@ -766,22 +854,23 @@ class ResultAccumulator:
         self,
         uid: np.ndarray,
         take: np.ndarray,
+        ok: np.ndarray,
         tokens: Mapping[str, np.ndarray],
         status: np.ndarray,
         prices: Mapping[str, pricing.PriceLike] | None,
     ) -> pd.arrays.FloatingArray:
+        """``ok``: the succeeded requests with usage; ``tokens``: their token counts."""
         n = len(self.custom_ids)
         cost_u = np.full(n + 1, np.nan)
-        ok = np.flatnonzero((status[:n] == _SUCCEEDED) & (tokens["input_tokens"][:n] >= 0))
         if ok.size:
             models = np.array(self._model, dtype=np.int64)[ok]
             c_1h = np.array(self._c_1h, dtype=np.int64)[ok]
             cost_u[ok] = pricing.cost(
                 list(self._model_codes),
-                tokens["input_tokens"][ok],
-                tokens["output_tokens"][ok],
-                tokens["cache_read_tokens"][ok],
-                tokens["cache_write_tokens"][ok],
+                tokens["input_tokens"],
+                tokens["output_tokens"],
+                tokens["cache_read_tokens"],
+                tokens["cache_write_tokens"],
                 c_1h,
                 batch=True,
                 prices=prices,

@@ -956,19 +956,22 @@ class Journal:
         follows the first one's batches). -> the submission ids, in plan order.
         """
         with self._write() as conn:
-            latest: dict[str, str | None] = {}  # custom_id -> batch of its latest submission
+            # Only the candidates are looked up, one submission's ids at a time: a job's
+            # later waves must not hold every id it ever sent (~130 MB per million).
+            wanted = dict.fromkeys(custom_ids)
+            latest: dict[str, str | None] = {}  # candidate -> batch of its latest submission
             for ids_blob, batch_id in conn.execute(
                 "SELECT custom_ids, batch_id FROM submissions WHERE job_id = ? ORDER BY id",
                 (job_id,),
-            ).fetchall():
+            ):
                 for cid in _unpack_ids(ids_blob):
-                    latest[cid] = batch_id
+                    if cid in wanted:
+                        latest[cid] = batch_id
             seen = set(again or ())
             free = [
-                c
-                for c in dict.fromkeys(custom_ids)
-                if c not in latest or (again is not None and latest[c] in seen)
+                c for c in wanted if c not in latest or (again is not None and latest[c] in seen)
             ]
+            del wanted, latest
             if not free:
                 return []
             subs = []

@@ -9,6 +9,7 @@ batches, counts, cost) and travels into exports.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,7 @@ def build(
         out = frame.copy(deep=not _COPY_ON_WRITE)
     prefixes = list(dict.fromkeys(v["name"] for v in vs))
     runs: dict[str, Any] = {}
+    new: dict[str, Any] = {}
     for prefix in prefixes:
         ks = [k for k, v in enumerate(vs) if v["name"] == prefix]
         # Row-major: input row i's epochs are consecutive rows of the long table.
@@ -78,14 +80,25 @@ def build(
             prices=config.prices,
             features=config.features,
         )
-        for key, values in cols.items():
-            out[key] = values
+        new.update(cols)
         status = pd.Series(cols[f"{prefix}_status"])
         runs[prefix] = {
             "model": vs[ks[0]]["model"],
             "status_counts": {str(k): int(c) for k, c in status.value_counts().items()},
             "cost_usd": float(pd.Series(cols[f"{prefix}_cost_usd"]).sum()),
         }
+    # One concat, not a column assignment each: assigning copies every numeric column
+    # while the new one is still held, a fifth more at the table's peak.
+    attrs = copy.deepcopy(out.attrs)
+    out = pd.concat(
+        [
+            out.drop(columns=[c for c in new if c in out.columns]),
+            pd.DataFrame(new, index=out.index, copy=False),
+        ],
+        axis=1,
+    )
+    out.attrs = attrs
+    del new
     provenance: dict[str, Any] = {
         "job_id": rows.job_id,
         "package": f"claude-lab {__version__}",

@@ -252,6 +252,7 @@ class Worker:
                 if first_step is not None:
                     first_step()
                 self._follow()
+                self.acc.pack()  # every result is in: the table's peak is next
                 df = self._build()
                 with self.lock:  # decided together with cancel(): never "ended" then "canceling"
                     final = JobStatus.CANCELED if self.canceled else JobStatus.ENDED
@@ -406,12 +407,10 @@ class Worker:
         ids = self.custom_ids
         # Only sizes up front: each body is joined from the params when its turn comes.
         sizes = requests.line_sizes(ids, params)
-        position = {c: u for u, c in enumerate(ids)}
         chunks: list[requests.Chunk] = []
 
         def plan(free: list[str]) -> list[tuple[int, int, list[str]]]:
-            uids = np.fromiter((position[c] for c in free), dtype=np.int64, count=len(free))
-            chunks[:] = requests.split(sizes, uids)
+            chunks[:] = requests.split(sizes, self.acc.uids_of(free))
             return [(len(ch.uids), ch.body_bytes, [ids[u] for u in ch.uids]) for ch in chunks]
 
         ledger = self._ledger

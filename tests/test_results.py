@@ -481,6 +481,36 @@ def test_retry_candidates_and_forget() -> None:
     assert df["claude_text"][1] == "second try" and df["claude_status"][3] == "missing"
 
 
+def test_a_packed_accumulator_gives_the_same_table_and_still_takes_a_retry() -> None:
+    cids = ids(6)
+    acc = ResultAccumulator(cids)
+    acc.begin_pass("msgbatch_1")
+    acc.feed(succeeded(cids[0], "zero", usage={"input_tokens": 7, "output_tokens": 3}))
+    acc.feed(errored(cids[1], "overloaded_error"))
+    acc.feed(ended(cids[2], "expired"))
+    acc.feed(succeeded(cids[3], "three", stop="max_tokens"))
+    uid = [0, 1, 2, 3, 4, 3, -1]
+    before = cols_for(acc, uid)
+    acc.pack()  # what the worker does once every result is in
+    pd.testing.assert_frame_equal(cols_for(acc, uid), before)
+    assert acc.cost() == pytest.approx(before["claude_cost_usd"].sum())
+    # A retry after packing: forget, then feed the new round's lines by custom_id.
+    acc.forget([1, 2])
+    acc.begin_pass("msgbatch_2")
+    assert acc.feed(succeeded(cids[1], "one, again")) == 1
+    assert acc.feed(succeeded(cids[1], "a duplicate")) == -1
+    assert acc.retry_candidates().tolist() == [2, 4, 5]
+    after = cols_for(acc, uid)
+    assert after["claude_text"].tolist()[:2] == ["zero", "one, again"]
+    assert after["claude_status"].tolist() == [
+        "succeeded", "succeeded", "missing", "succeeded", "missing", "succeeded", "skipped"
+    ]  # fmt: skip
+    assert after["claude_batch_id"].tolist()[:4] == [
+        "msgbatch_1", "msgbatch_2", pd.NA, "msgbatch_1"
+    ]  # fmt: skip
+    assert after["claude_input_tokens"][0] == 7 and after["claude_stop_reason"][3] == "max_tokens"
+
+
 def test_row_uid_out_of_range() -> None:
     acc = ResultAccumulator(["a"])
     with pytest.raises(ValueError):
