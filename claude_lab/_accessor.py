@@ -105,4 +105,4 @@ class ClaudeAccessor:
     def estimate(self, prompt: Any, **options: Any) -> dict[str, Any]:
         """What a run would send and cost at most, without sending anything."""
         plan_mod.check_options(options, "df.claude.estimate", also=("wait", "client"))
-        return plan_mod.estimate(self._df, prompt, **options)
+        return job_mod.estimate(self._df, prompt, **options)

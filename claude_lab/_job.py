@@ -39,6 +39,7 @@ from claude_lab._plan import (
     DEFAULT_MAX_QUEUED,
     RunConfig,
     clashing_columns,
+    estimate_plan,
     plan,
     poll_schedule,
     progress_choice,
@@ -348,15 +349,12 @@ def run(
 
     client = resolve_client(client)
     models.preflight(p, client)  # the model, its limits and capabilities: one error, or none
-    if max_cost is not None:
-        _check_budget(p, float(max_cost))
     endpoint = str(client.base_url)
     config = config.replace(endpoint=endpoint)
     jnl = journal_mod.open_journal()
-    fp = requests.fingerprint(
-        encoded.custom_ids,
-        endpoint + ("" if p.cache else "#nocache") + _variants_key(config.variants),
-    )
+    fp = _fingerprint(p, endpoint)
+    if max_cost is not None:
+        _check_budget(p, float(max_cost), _to_send(p, jnl, fp, endpoint))
     # Look up and create in one transaction: of identical calls starting together (in
     # threads, notebooks, a job array), one creates the job and the rest attach to it.
     # A canceled job is not resumed: a re-run of it is on purpose.
@@ -400,11 +398,57 @@ def run(
     return job.result() if wait else job
 
 
-def _check_budget(p: Any, max_cost: float) -> None:
-    """InputError when the run's cost ceiling is over ``max_cost`` (nothing sent, no journal)."""
+def _fingerprint(p: Any, endpoint: str) -> str:
+    """The identity of a run in the journal: its requests, endpoint, cache and variants."""
+    return requests.fingerprint(
+        p.encoded.custom_ids,
+        endpoint + ("" if p.cache else "#nocache") + _variants_key(p.config.variants),
+    )
+
+
+def _to_send(p: Any, jnl: journal_mod.Journal, fp: str, endpoint: str) -> np.ndarray:
+    """The requests (u, ascending) a run would pay for now: not those a resumable job of
+    the same call already carries, nor, with the cache on, those with a cached reply."""
+    ids = p.encoded.custom_ids
+    covered: set[str] = set()
+    job = jnl.find_job(fp, endpoint)
+    if job is not None and job.status != JobStatus.CANCELED:  # a canceled one is not resumed
+        covered |= jnl.carried_custom_ids(job.job_id)
+    if p.cache:
+        covered |= set(jnl.cached_results([c for c in ids if c not in covered], endpoint))
+    if not covered:
+        return np.arange(len(ids), dtype=np.int64)
+    return np.flatnonzero(np.fromiter((c not in covered for c in ids), bool, len(ids)))
+
+
+def estimate(df: pd.DataFrame, prompt: Any, **options: Any) -> dict[str, Any]:
+    """``plan.estimate`` less what the journal already holds: the requests a resumable job
+    of the same call carries and, with the cache on, those with a cached reply. Reads the
+    journal only if there is one, and writes nothing."""
+    options.pop("wait", None)
+    client = options.pop("client", None)
+    p = plan(df, prompt, **options)
+    if client is not None:  # the model checks need the catalogue, so only with a client
+        models.preflight(p, resolve_client(client))
+    todo: np.ndarray | None = None
+    path = journal_mod.default_home() / "journal.sqlite3"
+    if path.exists():
+        try:  # the endpoint a run would use, as the SDK resolves it (no key needed)
+            endpoint = str((client or anthropic.Anthropic()).base_url)
+        except Exception:
+            endpoint = None
+        if endpoint is not None:
+            jnl = journal_mod.open_journal()
+            todo = _to_send(p, jnl, _fingerprint(p, endpoint), endpoint)
+    return estimate_plan(p, todo)
+
+
+def _check_budget(p: Any, max_cost: float, todo: np.ndarray) -> None:
+    """InputError when the cost ceiling of the requests ``todo`` is over ``max_cost``
+    (checked before anything is sent or journaled)."""
     enc, config = p.encoded, p.config
     n = len(enc.custom_ids)
-    ceiling = variants.ceiling(config, enc.params, enc.row_uid, range(n))
+    ceiling = variants.ceiling(config, enc.params, enc.row_uid, todo) if len(todo) else 0.0
     if ceiling is None:
         raise InputError(
             f"max_cost=${max_cost:g} cannot be checked: no price is known for model "
@@ -413,14 +457,16 @@ def _check_budget(p: Any, max_cost: float) -> None:
         )
     if ceiling <= max_cost:
         return
-    tokens = int(models.estimate_tokens(enc.params).sum())
+    tokens = int(models.estimate_tokens([enc.params[u] for u in todo.tolist()]).sum())
+    held = n - len(todo)
+    deducted = f"; {held} request(s) already sent or cached are not counted" if held else ""
     raise InputError(
         f"This run could cost up to ${ceiling:,.4f}, over max_cost=${max_cost:g}; nothing was "
-        f"sent. How it was estimated: {n} request(s), ~{tokens:,} input tokens (4 bytes of "
-        f"request JSON per token), each using its full max_tokens="
-        f"{config.params.get('max_tokens')} output tokens, at batch prices (50% of list), "
-        "no cache hits deducted - a ceiling, not a forecast. Raise max_cost, lower max_tokens, "
-        "or run df.claude.pilot(...) first: it projects the batch's cost from real token usage."
+        f"sent. How it was estimated: {len(todo)} request(s) to send, ~{tokens:,} input tokens "
+        f"(4 bytes of request JSON per token), each using its full max_tokens="
+        f"{config.params.get('max_tokens')} output tokens, at batch prices (50% of list)"
+        f"{deducted} - a ceiling, not a forecast. Raise max_cost, lower max_tokens, or run "
+        "df.claude.pilot(...) first: it projects the batch's cost from real token usage."
     )
 
 

@@ -43,7 +43,7 @@ __all__ = [
     "check_options",
     "clashing_columns",
     "cost_ceiling",
-    "estimate",
+    "estimate_plan",
     "now_iso",
     "plan",
     "poll_schedule",
@@ -483,29 +483,33 @@ def check_options(options: Mapping[str, Any], where: str, also: Sequence[str] = 
         raise TypeError(f"{where}() got an unexpected keyword argument {key!r}; {hint}")
 
 
-def estimate(df: pd.DataFrame, prompt: templates.PromptArg, **options: Any) -> dict[str, Any]:
-    """What ``run`` would send: rows, unique requests, batches, bytes, and an upper-bound cost.
+def estimate_plan(p: Plan, todo: np.ndarray | None = None) -> dict[str, Any]:
+    """What a run of plan ``p`` would send: rows, unique requests, batches, bytes, and an
+    upper-bound cost, of the requests ``todo`` (u; None: all of them).
 
     Input tokens are estimated at four characters per token; output at ``max_tokens``
-    per request, so the cost is a ceiling (batch prices; the cache is not consulted).
+    per request, so the cost is a ceiling (batch prices). ``cached_requests`` is how
+    many requests are left out of ``todo`` (their replies are in the journal, or a batch
+    already carries them): they cost this run nothing.
     """
-    options.pop("wait", None)
-    client = options.pop("client", None)
-    p = plan(df, prompt, **options)
-    if client is not None:  # the model checks need the catalogue, so only with a client
-        models.preflight(p, client)
-    n = len(p.encoded.custom_ids)
-    in_tokens = int(media.prompt_tokens_many(p.encoded.params).sum())
-    out_tokens = int(p.config.params.get("max_tokens", 0)) * n
+    df, enc = p.df, p.encoded
+    n = len(enc.custom_ids)
+    uids = np.arange(n, dtype=np.int64) if todo is None else np.asarray(todo, dtype=np.int64)
+    params = enc.params if len(uids) == n else [enc.params[u] for u in uids.tolist()]
+    chunks = p.chunks if len(uids) == n else requests.split(enc.sizes, uids)
+    in_tokens = int(media.prompt_tokens_many(params).sum()) if len(uids) else 0
+    out_tokens = int(p.config.params.get("max_tokens", 0)) * len(uids)
+    ceiling = variants.ceiling(p.config, enc.params, enc.row_uid, uids) if len(uids) else 0.0
     return {
         "rows": len(df),
-        "skipped": int((p.encoded.row_uid[: len(df)] < 0).sum()),
+        "skipped": int((enc.row_uid[: len(df)] < 0).sum()),
         "requests": n,
-        "batches": len(p.chunks),
-        "bytes": sum(c.body_bytes for c in p.chunks),
+        "cached_requests": n - len(uids),
+        "batches": len(chunks),
+        "bytes": sum(c.body_bytes for c in chunks),
         "input_tokens_estimate": in_tokens,
         "max_output_tokens": out_tokens,
-        "max_cost_usd": variants.ceiling(p.config, p.encoded.params, p.encoded.row_uid, range(n)),
+        "max_cost_usd": ceiling,
     }
 
 

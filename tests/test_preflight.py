@@ -162,3 +162,35 @@ def test_max_cost_is_checked_as_a_number() -> None:
     with pytest.raises(InputError, match="max_cost"):
         DF.claude.batch("{q}", model="claude-haiku-4-5", max_cost="10", **FAST)
     assert len(claude_lab.jobs()) == 0
+
+
+def test_a_rerun_is_estimated_and_budgeted_at_what_it_would_send(fast: Emulator) -> None:
+    opts: dict[str, Any] = {"model": "claude-haiku-4-5", "max_tokens": 64}
+    fresh = DF.claude.estimate("{q}", client=fast.client(), **opts)
+    assert fresh["cached_requests"] == 0 and fresh["max_cost_usd"] > 0
+    first = DF.claude.batch("{q}", client=fast.client(), **opts, **FAST)
+    assert (first["claude_status"] == "succeeded").all()
+    creates = fast.count("POST", "/v1/messages/batches")
+
+    # Every reply is in the journal: a re-run sends nothing, so it costs nothing now.
+    again = DF.claude.estimate("{q}", client=fast.client(), **opts)
+    assert again["cached_requests"] == 3 and again["batches"] == 0
+    assert again["max_cost_usd"] == 0 and again["requests"] == 3
+    # ...and a budget far below the first run's ceiling lets it through.
+    out = DF.claude.batch("{q}", client=fast.client(), max_cost=fresh["max_cost_usd"] / 100,
+                          **opts, **FAST)  # fmt: skip
+    assert out["claude_text"].tolist() == first["claude_text"].tolist()
+    assert fast.count("POST", "/v1/messages/batches") == creates
+
+    # With one new row, only that row counts; without the cache, every row does.
+    grown = pd.concat([DF, pd.DataFrame({"q": ["What is 4 + 4?"]}, index=[13])])
+    one_new = grown.claude.estimate("{q}", client=fast.client(), **opts)
+    assert one_new["cached_requests"] == 3 and one_new["batches"] == 1
+    assert 0 < one_new["max_cost_usd"] < fresh["max_cost_usd"]
+    uncached = DF.claude.estimate("{q}", client=fast.client(), cache=False, **opts)
+    assert uncached["cached_requests"] == 0
+    assert uncached["max_cost_usd"] == pytest.approx(fresh["max_cost_usd"])
+    with pytest.raises(InputError, match="3 request\\(s\\) already sent or cached are not"):
+        grown.claude.batch("{q}", client=fast.client(), max_cost=one_new["max_cost_usd"] / 2,
+                           **opts, **FAST)  # fmt: skip
+    assert fast.count("POST", "/v1/messages/batches") == creates
