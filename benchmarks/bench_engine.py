@@ -134,6 +134,7 @@ def side_ours(base_url: str, rows: int) -> dict[str, Any]:
     _instrument()
     df = frame(rows)
     client = anthropic.Anthropic(base_url=base_url, api_key="bench", timeout=600)
+    before = _rss_now()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     out = df.claude.batch(
         PROMPT, model=MODEL, max_tokens=MAX_TOKENS, client=client, progress=None,
@@ -162,6 +163,7 @@ def side_ours(base_url: str, rows: int) -> dict[str, Any]:
         "rerun_same_batches": again.attrs["claude_lab"]["batch_ids"]
         == out.attrs["claude_lab"]["batch_ids"],
         "maxrss_mib": maxrss,
+        "before_mib": before,
     }
 
 
@@ -171,6 +173,7 @@ def side_sdk(base_url: str, rows: int) -> dict[str, Any]:
 
     df = frame(rows)
     client = anthropic.Anthropic(base_url=base_url, api_key="bench", timeout=600)
+    before = _rss_now()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     reqs = [
         {
@@ -205,7 +208,18 @@ def side_sdk(base_url: str, rows: int) -> dict[str, Any]:
     out = df.join(res.drop(columns="custom_id"))
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     assert (out["status"] == "succeeded").all()
-    return {"cpu": cpu, "wall": wall, "table_bytes": int(out.memory_usage(deep=True).sum())}
+    return {
+        "cpu": cpu,
+        "wall": wall,
+        "table_bytes": int(out.memory_usage(deep=True).sum()),
+        "before_mib": before,
+    }
+
+
+def _rss_now() -> float:
+    """This process's resident memory now (MiB): imports, the frame and the client."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def child(side: str, base_url: str, rows: int) -> None:
@@ -254,6 +268,13 @@ def main() -> None:
             f"{label + ' (' + unit + ')':22} {ours[key]:10.2f} {sdk[key]:10.2f}"
             f" {ours[key] / sdk[key]:9.2f}x"
         )
+    grown = {side: r["maxrss_mib"] - r["before_mib"] for side, r in (("ours", ours), ("sdk", sdk))}
+    print(
+        f"{'peak above the start':22} {grown['ours']:10.2f} {grown['sdk']:10.2f}"
+        f" {grown['ours'] / grown['sdk']:9.2f}x  (MiB; the start is the interpreter with"
+        f" anthropic and pandas, the frame and the client: {ours['before_mib']:.0f} /"
+        f" {sdk['before_mib']:.0f} MiB)"
+    )
     print(f"\njournal after the run:  {ours['journal_bytes'] / 2**20:.1f} MiB")
     print(f"final table (deep):     {ours['table_bytes'] / 2**20:.1f} MiB")
     print(
