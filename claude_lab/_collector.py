@@ -332,6 +332,40 @@ def _strings(values: np.ndarray) -> Any:
     return pd.array(values, dtype="string")
 
 
+def _id_strings(ids: list[str], take: np.ndarray) -> Any:
+    """The custom_id column: ``ids[take]``, where ``take`` == len(ids) is NA.
+
+    Our custom_ids all have one length (``"r"`` + 32 hex digits), so in Arrow the
+    column is written straight from their bytes as fixed-width rows, at its exact
+    size, with no Python object per row (40 MB at a million rows, built with ~1 MB
+    of temporaries rather than two object arrays and a growing builder).
+    """
+    n = len(ids)
+    width = len(ids[0]) if n else 0
+    same = _ARROW_STRINGS and width > 0 and set(map(len, ids)) == {width}
+    data = b"".join(map(str.encode, ids)) if same else b""
+    # Equal lengths and ASCII (any other character takes 2+ bytes): fixed-width rows.
+    if not same or len(data) != n * width:
+        return _strings(_padded(ids, None)[take])
+    import pyarrow as pa
+
+    fixed = np.frombuffer(data, dtype=f"S{width}")
+    valid = take < n
+    if valid.all():
+        rows = fixed if len(take) == n and (take == np.arange(n)).all() else fixed[take]
+        offsets = np.arange(0, width * (len(take) + 1), width, dtype=np.int64)
+        bitmap, nulls = None, 0
+    else:
+        rows = fixed[take[valid]]
+        offsets = np.zeros(len(take) + 1, dtype=np.int64)
+        np.cumsum(valid * width, out=offsets[1:])
+        bitmap, nulls = pa.array(valid).buffers()[1], int((~valid).sum())
+    column = pa.LargeStringArray.from_buffers(
+        len(take), pa.py_buffer(offsets), pa.py_buffer(rows), bitmap, nulls
+    )
+    return pd.arrays.ArrowStringArray(column)
+
+
 # pandas 3 keeps "string" columns in Arrow when pyarrow is installed; pandas 2 in Python.
 _ARROW_STRINGS = pd.StringDtype().storage == "pyarrow"
 
@@ -843,9 +877,7 @@ class ResultAccumulator:
         cols[f"{prefix}_model"] = _decode(self._model_codes, self._model, take)
         if len(self._batch_ids) > 1:
             cols[f"{prefix}_batch_id"] = _decode(self._batch_ids, self._batch, take)
-        cids = _padded(self.custom_ids, None)
-        cols[f"{prefix}_custom_id"] = _strings(cids[take])
-        del cids
+        cols[f"{prefix}_custom_id"] = _id_strings(self.custom_ids, take)
         cached = _padded(self._cached, False, bool)[take]
         cols[f"{prefix}_cached"] = pd.arrays.BooleanArray(cached, np.zeros(len(take), dtype=bool))
         return cols
