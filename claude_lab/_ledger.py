@@ -1104,9 +1104,17 @@ class Journal:
         custom_ids: Sequence[str],
         statuses: Sequence[str],
         lines: Sequence[bytes],
+        *,
+        replace: bool = True,
     ) -> None:
         """Store a batch's raw result lines as one compressed blob, indexed by custom_id;
-        they replace earlier copies of the same (custom_id, batch_id)."""
+        they replace earlier copies of the same (custom_id, batch_id).
+
+        ``replace=False``: the caller knows no earlier copy of these lines is indexed
+        (the worker stores each request's line once per process), so the per-id search
+        for one is skipped. A copy another process stored meanwhile then stays beside
+        this one: the same bytes, and reads take one of them.
+        """
         if not lines:
             return
         now = _now()
@@ -1131,7 +1139,7 @@ class Journal:
                 (batch_id, found[0] if found else None, len(lines), blob, now),
             )
             file_id = int(cur.lastrowid or 0)
-            if earlier:  # a second download of the batch: its new lines replace the old
+            if earlier and replace:  # a second download of the batch: new lines replace old
                 marks = ", ".join("?" * len(earlier))
                 for start in range(0, len(ids), _CHUNK):
                     chunk = ids[start : start + _CHUNK]

@@ -47,7 +47,12 @@ _log = logging.getLogger("claude_lab")
 _NOT_FOUND_GRACE_S = 60.0  # the API can 404 a batch for a moment right after creating it
 _DOWNLOAD_ATTEMPTS = 5
 _TICK_S = 0.5  # display refresh while waiting between polls
-_STORE_EVERY = 5_000  # result lines journaled per transaction while downloading
+# Result lines journaled per transaction while downloading: each commit rewrites the
+# custom_id index pages its (random) ids land on, so fewer, larger commits cost less CPU
+# (per 100k lines: 0.39-0.51 s at 5k, 0.29-0.35 s at 10k, 0.23 s at 20k). 10k holds
+# ~5 MB of typical lines; the byte bound keeps long replies from holding more.
+_STORE_EVERY = 10_000
+_STORE_BYTES = 8 << 20
 
 
 class Batch:
@@ -584,18 +589,22 @@ class Worker:
             took = [k for k, u in enumerate(us) if u >= 0]
             if len(took) < len(pending):
                 us, pending = [us[k] for k in took], [pending[k] for k in took]
-            ledger.store_lines(b.id, [ids[u] for u in us], acc.statuses(us), pending)
+            # The collector took each line once in this process (a resumed pass skips
+            # what earlier ones took): no earlier copy to look for and replace.
+            ledger.store_lines(b.id, [ids[u] for u in us], acc.statuses(us), pending, replace=False)
 
         for _ in range(_DOWNLOAD_ATTEMPTS):
             acc.begin_pass(batch_id=b.id)
             pending: list[bytes] = []
+            size = 0
             try:
                 with self._api.results(b.id) as lines:
                     for line in lines:
                         pending.append(line)
-                        if len(pending) >= _STORE_EVERY:
+                        size += len(line)
+                        if len(pending) >= _STORE_EVERY or size >= _STORE_BYTES:
                             collect(pending)
-                            pending = []
+                            pending, size = [], 0
                 collect(pending)
                 break
             except (anthropic.APIConnectionError, httpx2.TransportError) as exc:

@@ -211,6 +211,12 @@ def test_transient_404_and_dropped_results_stream_lose_nothing(fast: Emulator) -
     assert (out["claude_text"] == out["expected"]).all()
     assert fast.count("GET", "*") >= 2  # downloaded twice
     assert fast.count(*CREATE) == 1
+    # The journal holds each reply once: the resumed download stored only what was new.
+    db = claude_lab._ledger.open_journal()._db
+    count, distinct = db.execute(
+        "SELECT count(*), count(DISTINCT custom_id) FROM result_index"
+    ).fetchone()
+    assert count == distinct == out["claude_custom_id"].nunique()
 
 
 def test_rate_limited_create_is_retried_once_not_duplicated(fast: Emulator) -> None:
