@@ -9,7 +9,7 @@ import pandas as pd
 import pydantic
 import pytest
 
-import claude_lab  # noqa: F401  (registers df.claude)
+import claude_lab  # registers df.claude
 from claude_lab._errors import (
     ConfigError,
     InputError,
