@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -678,7 +679,7 @@ class Journal:
             sums = out[jid] = dict.fromkeys(ROW_COUNT_KINDS, 0)
             row_ids = _unpack_ids(ids_blob)
             hits = self._hits([c for c in row_ids if c], endpoint, succeeded_only=False)
-            hits.sort(key=lambda h: (h[4], h[1], h[2]))  # as job_results_by_batch ranks them
+            hits.sort(key=itemgetter(4, 1, 2))  # as job_results_by_batch ranks them
             best = {h[0]: h for h in hits}
             status = {c: "succeeded" for c, h in best.items() if h[4]}
             failed = [h for h in best.values() if not h[4]]
@@ -1176,7 +1177,7 @@ class Journal:
             return {}
         hits = self._hits(self.job_custom_ids(job_id), rows[0][0], succeeded_only=False)
         # A success beats any failure; among equals the newest wins (the last one kept).
-        hits.sort(key=lambda h: (h[4], h[1], h[2]))
+        hits.sort(key=itemgetter(4, 1, 2))
         return self._lines(hits)
 
     def _hits(
@@ -1198,7 +1199,7 @@ class Journal:
                     f" WHERE i.custom_id IN ({', '.join('?' * len(chunk))}) AND {where}",
                     [*chunk, endpoint],
                 ).fetchall()
-        out.sort(key=lambda h: (h[1], h[2]))
+        out.sort(key=itemgetter(1, 2))
         return out
 
     def _lines(self, hits: Sequence[Sequence[Any]]) -> dict[str, tuple[str, bytes]]:

@@ -181,11 +181,11 @@ class Worker:
                 by_batch.setdefault(batch_id, []).append((cid, line))
             for batch_id, items in by_batch.items():
                 acc.begin_pass(batch_id=batch_id)
-                for cid, line in items:
-                    if batch_id in own:
-                        acc.feed(line)
-                    else:  # another job paid for this one
-                        acc.feed_cached(cid, line)
+                lines = [line for _, line in items]
+                if batch_id in own:
+                    acc.feed_many(lines)
+                else:  # another job paid for these
+                    acc.feed_many(lines, [cid for cid, _ in items], cached=True)
             for rec in self._ledger.batches(self.job_id):
                 b = Batch(
                     rec.batch_id,
