@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import subprocess
-import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import anthropic
@@ -31,36 +29,14 @@ from claude_lab import _collector as results
 from claude_lab import _requests as requests
 from claude_lab import _templates as templates
 from claude_lab._plan import build_params
+from claude_lab.emulator._process import spawned
 
 PROMPT = "Question: What is {a} + {b}?\nAnswer with a single number."
 
 
-@contextmanager
-def emulator() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "claude_lab.emulator",
-            "--port",
-            "0",
-            "--request-seconds",
-            "0",
-            "--concurrency",
-            "1000000",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "http://127.0.0.1:" in line:
-                yield "http://" + line.split("http://", 1)[1].split()[0].rstrip("/")
-                break
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def emulator() -> AbstractContextManager[str]:
+    """The emulator in its own process, fastest mode: batches end as they are made."""
+    return spawned("--request-seconds", "0", "--concurrency", "1000000")
 
 
 def measure(fn: Callable[[], Any], memory: bool) -> tuple[Any, float, float]:

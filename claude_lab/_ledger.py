@@ -528,42 +528,12 @@ class Journal:
 
     # -- jobs -------------------------------------------------------------------------
 
-    def create_job(
-        self,
-        *,
-        fingerprint: str,
-        endpoint: str,
-        model: str | None,
-        templates: Any,
-        params: dict[str, Any],
-        name: str | None,
-        row_count: int,
-        request_count: int,
-        package_version: str | None,
-        meta: dict[str, Any] | None = None,
-        status: str = "created",
-        rows: tuple[Sequence[Hashable], Sequence[str | None]] | None = None,
-        requests: tuple[Sequence[str], Sequence[bytes]] | None = None,
-    ) -> str:
+    def create_job(self, **job: Any) -> str:
         """Record a job, and with ``rows``/``requests`` its rows and requests, atomically:
-        a job that exists without its requests would not know what it already sent."""
+        a job that exists without its requests would not know what it already sent.
+        Takes the keywords of ``_insert_job``."""
         with self._write() as conn:
-            return self._insert_job(
-                conn,
-                fingerprint=fingerprint,
-                endpoint=endpoint,
-                model=model,
-                templates=templates,
-                params=params,
-                name=name,
-                row_count=row_count,
-                request_count=request_count,
-                package_version=package_version,
-                meta=meta,
-                status=status,
-                rows=rows,
-                requests=requests,
-            )
+            return self._insert_job(conn, **job)
 
     @staticmethod
     def _insert_job(

@@ -5,8 +5,6 @@ The same holds for a retry started by all of them at once."""
 from __future__ import annotations
 
 import multiprocessing
-import subprocess
-import sys
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ import pytest
 
 from claude_lab._ledger import SCHEMA_VERSION, Journal
 from claude_lab.emulator import Emulator
+from claude_lab.emulator._process import spawned
 
 PROCESSES = 3
 TRIALS = 6
@@ -68,26 +67,9 @@ def _worker(base_url: str, trials: int, retry: bool, barrier: Any, reports: Any,
 def emulator_process(request: pytest.FixtureRequest) -> Iterator[str]:
     """ONE standalone emulator process whose batches end as soon as they are made."""
     faults = getattr(request, "param", "{}")
-    args = ["--port", "0", "--request-seconds", "0", "--concurrency", "100000"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "claude_lab.emulator", *args, "--faults", faults],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        base_url = ""
-        for line in proc.stdout:
-            if "http://127.0.0.1:" in line:
-                base_url = "http://" + line.split("http://", 1)[1].split()[0].rstrip("/")
-                break
-        assert base_url, "emulator did not report its URL"
+    args = ["--request-seconds", "0", "--concurrency", "100000", "--faults", faults]
+    with spawned(*args) as base_url:
         yield base_url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def _creates(base_url: str) -> int:

@@ -22,6 +22,7 @@ from emulator_helpers import until as _until
 
 import claude_lab
 from claude_lab.emulator import Emulator, RowError, serve
+from claude_lab.emulator._process import spawned
 
 CREATE = ("POST", "/v1/messages/batches")
 SUM = "What is {a} + {b}? Answer with a single number."
@@ -294,30 +295,13 @@ def standalone(tmp_path: Path) -> Iterator[tuple[str, Callable[[], list[dict[str
     """The emulator as its own process with a frozen clock, like a remote API."""
     import urllib.request
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "claude_lab.emulator", "--port", "0", "--speed", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        base_url = ""
-        for line in proc.stdout:
-            if "http://127.0.0.1:" in line:
-                base_url = "http://" + line.split("http://", 1)[1].split()[0].rstrip("/")
-                break
-        assert base_url, "emulator did not report its URL"
+    with spawned("--speed", "0") as base_url:
 
         def log() -> list[dict[str, Any]]:
             with urllib.request.urlopen(f"{base_url}/_emulator/requests") as resp:
                 return list(orjson.loads(resp.read()))
 
         yield base_url, log
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def _advance(base_url: str, seconds: float) -> None:
