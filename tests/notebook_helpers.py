@@ -16,6 +16,7 @@ import queue
 import re
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,35 @@ def finished_of(header_html: str) -> tuple[int, int] | None:
     """(finished, total) from the widget's header line, if it shows them."""
     m = FINISHED.search(header_html)
     return (int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))) if m else None
+
+
+#: Debian's chromium: Playwright's own browser download does not work on this machine.
+CHROMIUM = "/usr/bin/chromium"
+
+
+@contextmanager
+def headless_chromium() -> Iterator[Any]:
+    """A headless Debian chromium driven by Playwright, closed after the block; the
+    calling test skips when chromium or playwright is not installed."""
+    import pytest
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (Debian package 'chromium')")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -24,11 +24,10 @@ from typing import Any
 
 import nbformat
 import pytest
-from notebook_helpers import child_env
+from notebook_helpers import CHROMIUM, child_env, headless_chromium
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 ROWS = 60
 #: Set to a folder to keep the screenshots (docs/display-light.png is made this way).
 SHOTS = os.environ.get("CLAUDE_LAB_SCREENSHOTS")
@@ -220,87 +219,70 @@ def _shot(page: Any, name: str) -> None:
 
 
 def test_display_live_then_a_card_that_survives_reopening(lab: dict[str, Any]) -> None:
-    from playwright.sync_api import sync_playwright
+    with headless_chromium() as browser:
+        page = _open(browser, lab)
+        page.locator(".jp-Notebook .jp-CodeCell").first.click()
+        for index in (0, 1):
+            _run_cell(page, index)
+            _wait_done(page, index)
+        _run_cell(page, 2)
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
-        try:
-            page = _open(browser, lab)
-            page.locator(".jp-Notebook .jp-CodeCell").first.click()
-            for index in (0, 1):
-                _run_cell(page, index)
-                _wait_done(page, index)
-            _run_cell(page, 2)
+        states, shot = [], False
+        deadline = time.monotonic() + 120
+        while not re.fullmatch(r"\[\d+\]:", _prompt(page, 2).strip()):
+            assert time.monotonic() < deadline, "the batch cell did not finish"
+            state = page.evaluate(READ_OUTPUT, 2)
+            if state and state["live"]:
+                found = re.search(r"(\d+)/(\d+) finished", state["text"])
+                if found:
+                    states.append((int(found.group(1)), int(found.group(2))))
+                    if not shot and 0 < states[-1][0] < states[-1][1]:
+                        _shot(page, "display")  # the card above, the live view below
+                        shot = True
+            page.wait_for_timeout(100)
+        for index in (3, 4):
+            _run_cell(page, index)
+            _wait_done(page, index)
+        _until(page, lambda: all(page.evaluate(READ_OUTPUT, i)["card"] for i in (1, 2)))
+        first, final, cost = (page.evaluate(READ_OUTPUT, i) for i in (1, 2, 3))
+        printed = page.locator(".jp-Notebook .jp-CodeCell").nth(4).inner_text()
 
-            states, shot = [], False
-            deadline = time.monotonic() + 120
-            while not re.fullmatch(r"\[\d+\]:", _prompt(page, 2).strip()):
-                assert time.monotonic() < deadline, "the batch cell did not finish"
-                state = page.evaluate(READ_OUTPUT, 2)
-                if state and state["live"]:
-                    found = re.search(r"(\d+)/(\d+) finished", state["text"])
-                    if found:
-                        states.append((int(found.group(1)), int(found.group(2))))
-                        if not shot and 0 < states[-1][0] < states[-1][1]:
-                            _shot(page, "display")  # the card above, the live view below
-                            shot = True
-                page.wait_for_timeout(100)
-            for index in (3, 4):
-                _run_cell(page, index)
-                _wait_done(page, index)
-            _until(page, lambda: all(page.evaluate(READ_OUTPUT, i)["card"] for i in (1, 2)))
-            first, final, cost = (page.evaluate(READ_OUTPUT, i) for i in (1, 2, 3))
-            printed = page.locator(".jp-Notebook .jp-CodeCell").nth(4).inner_text()
+        _run_cell(page, 5)
+        late = page.locator(".jp-Notebook .jp-CodeCell").nth(5)
+        deadline = time.monotonic() + 120
+        while True:  # click Cancel once some requests finished; the cell still blocks
+            assert time.monotonic() < deadline, "the last batch never moved"
+            found = re.search(r"(\d+)/\d+ finished", late.inner_text())
+            if found and int(found.group(1)) >= 2:
+                break
+            page.wait_for_timeout(50)
+        assert _prompt(page, 5).strip() == "[*]:"
+        late.locator(".widget-button").click()
+        _wait_done(page, 5)
+        _until(page, lambda: page.evaluate(READ_OUTPUT, 5)["card"])
+        canceled = page.evaluate(READ_OUTPUT, 5)
 
-            _run_cell(page, 5)
-            late = page.locator(".jp-Notebook .jp-CodeCell").nth(5)
-            deadline = time.monotonic() + 120
-            while True:  # click Cancel once some requests finished; the cell still blocks
-                assert time.monotonic() < deadline, "the last batch never moved"
-                found = re.search(r"(\d+)/\d+ finished", late.inner_text())
-                if found and int(found.group(1)) >= 2:
-                    break
-                page.wait_for_timeout(50)
-            assert _prompt(page, 5).strip() == "[*]:"
-            late.locator(".widget-button").click()
-            _wait_done(page, 5)
-            _until(page, lambda: page.evaluate(READ_OUTPUT, 5)["card"])
-            canceled = page.evaluate(READ_OUTPUT, 5)
-
-            # Save, stop the kernel, open the notebook again: widget models are gone.
-            # A keypress can be lost under load (as _run_cell knows): press again until saved.
-            for _ in range(24):
-                page.keyboard.press("Control+s")
-                with contextlib.suppress(AssertionError):
-                    _until(
-                        page,
-                        lambda: "Canceled:" in _api(lab, "GET", "/api/contents/check.ipynb"),
-                        timeout=5,
-                    )
-                    break
-            assert "Canceled:" in _api(lab, "GET", "/api/contents/check.ipynb"), "never saved"
-            page.close()
-            sessions = json.loads(_api(lab, "GET", "/api/sessions"))
-            for session in sessions:
-                _api(lab, "DELETE", f"/api/sessions/{session['id']}")
-            page = _open(browser, lab)
-            _until(page, lambda: bool(page.evaluate(READ_OUTPUT, 2)["text"].strip()))
-            reopened = page.evaluate(READ_OUTPUT, 2)
-            reopened_first = page.evaluate(READ_OUTPUT, 1)
-            _shot(page, "reopened")
-        finally:
-            browser.close()
+        # Save, stop the kernel, open the notebook again: widget models are gone.
+        # A keypress can be lost under load (as _run_cell knows): press again until saved.
+        for _ in range(24):
+            page.keyboard.press("Control+s")
+            with contextlib.suppress(AssertionError):
+                _until(
+                    page,
+                    lambda: "Canceled:" in _api(lab, "GET", "/api/contents/check.ipynb"),
+                    timeout=5,
+                )
+                break
+        assert "Canceled:" in _api(lab, "GET", "/api/contents/check.ipynb"), "never saved"
+        page.close()
+        sessions = json.loads(_api(lab, "GET", "/api/sessions"))
+        for session in sessions:
+            _api(lab, "DELETE", f"/api/sessions/{session['id']}")
+        page = _open(browser, lab)
+        _until(page, lambda: bool(page.evaluate(READ_OUTPUT, 2)["text"].strip()))
+        reopened = page.evaluate(READ_OUTPUT, 2)
+        reopened_first = page.evaluate(READ_OUTPUT, 1)
+        _shot(page, "reopened")
 
     match = re.search(r"requests (\d+) status \{'succeeded': (\d+)\}", printed)
     assert match and int(match.group(2)) == ROWS, printed

@@ -3,19 +3,18 @@ to summarize(), LaTeX export, and plots returning figures."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from notebook_helpers import headless_chromium
 
 import claude_lab
 from claude_lab._demo import load_sample
 from claude_lab._report import fmt
 from claude_lab.emulator import serve, stand_in_models
 
-CHROMIUM = "/usr/bin/chromium"
 MODELS = ["claude-haiku-4-5", "claude-sonnet-4-5"]
 
 
@@ -71,36 +70,18 @@ def test_report_html_markdown_latex_match_summarize(scored: pd.DataFrame, tmp_pa
     for bid in scored.attrs["claude_lab"]["batch_ids"]:
         assert bid in html_text and bid in md
 
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
+    with headless_chromium() as browser:
+        page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(path.as_uri())
+        cells: Any = page.eval_on_selector_all(
+            "#summary tbody tr, #summary-by tbody tr",
+            "rows => rows.map(r => Array.from(r.cells, c => c.textContent))",
         )
-        try:
-            page = browser.new_page()
-            requests: list[str] = []
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(path.as_uri())
-            cells: Any = page.eval_on_selector_all(
-                "#summary tbody tr, #summary-by tbody tr",
-                "rows => rows.map(r => Array.from(r.cells, c => c.textContent))",
-            )
-            images = page.eval_on_selector_all(
-                "img", "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)"
-            )
-        finally:
-            browser.close()
+        images = page.eval_on_selector_all(
+            "img", "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)"
+        )
     # Self-contained: the page loads nothing but itself, and every plot decodes.
     assert requests == [path.as_uri()]
     assert images and all(images)
