@@ -85,8 +85,7 @@ class ConsoleDisplay(ThrottledDisplay):
         clock: Clock | None = None,
         scheduler: Scheduler = thread_scheduler,
     ) -> None:
-        kw: dict[str, Any] = {} if clock is None else {"clock": clock}
-        super().__init__(min_interval=min_interval, scheduler=scheduler, **kw)
+        super().__init__(min_interval=min_interval, clock=clock, scheduler=scheduler)
         self.file: IO[str] = file if file is not None else sys.stderr
         self._bar: Any = None
 
@@ -133,8 +132,7 @@ class LineLogDisplay(ThrottledDisplay):
         clock: Clock | None = None,
         scheduler: Scheduler = thread_scheduler,
     ) -> None:
-        kw: dict[str, Any] = {} if clock is None else {"clock": clock}
-        super().__init__(min_interval=min_interval, scheduler=scheduler, **kw)
+        super().__init__(min_interval=min_interval, clock=clock, scheduler=scheduler)
         self.file: IO[str] = file if file is not None else sys.stderr
         self._said: tuple[str, int] | None = None
         self._status: str | None = None

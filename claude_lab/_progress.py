@@ -541,13 +541,13 @@ class ThrottledDisplay:
         self,
         *,
         min_interval: float = DEFAULT_MIN_INTERVAL,
-        clock: Clock = time.monotonic,
+        clock: Clock | None = None,
         scheduler: Scheduler = thread_scheduler,
     ) -> None:
         self.min_interval = min_interval
-        self.clock = clock
+        self.clock: Clock = time.monotonic if clock is None else clock
         self.scheduler = scheduler
-        self.rate = RateMeter(clock)
+        self.rate = RateMeter(self.clock)
         self.snapshot: Snapshot | None = None
         self.closed = False
         self._lock = threading.RLock()

@@ -89,8 +89,7 @@ class WidgetDisplay(ThrottledDisplay):
         clock: Clock | None = None,
         scheduler: Scheduler = thread_scheduler,
     ) -> None:
-        kw: dict[str, Any] = {} if clock is None else {"clock": clock}
-        super().__init__(min_interval=min_interval, scheduler=scheduler, **kw)
+        super().__init__(min_interval=min_interval, clock=clock, scheduler=scheduler)
         self._on_cancel = on_cancel
         self._cancel_clicked = False
         self._handles: list[Any] = []
