@@ -805,37 +805,21 @@ class ResultAccumulator:
 
         # Replies that arrived but could not be post-processed: status parse_error.
         unparsed = np.zeros(n + 1, dtype=bool)
-        if output is not None:
-            names = output_columns(output, prefix)
-            kinds = _schema_kinds(output)
-            field_values = {f: np.full(n + 1, None, dtype=object) for f in names}
-            for u in parse_u:
-                try:
-                    data = self._validate(text[u], output)
-                except Exception as exc:  # a user validator may raise anything: row data
-                    error[u] = _short(exc)
-                    unparsed[u] = True
-                    continue
-                for f, store in field_values.items():
-                    store[u] = data.get(f)
-            for f, col in names.items():
-                cols[col] = _typed_column(field_values[f][take], kinds.get(f, "object"))
 
         forced = feats.get("tool_schema")
-        if forced and output is None:
-            names = output_columns(forced, prefix)
-            kinds = _schema_kinds(forced)
-            field_values = {f: np.full(n + 1, None, dtype=object) for f in names}
-            for u in parse_u:
-                data = _tool_input(self._tools.get(int(u)), forced)
-                if isinstance(data, str):
-                    error[u] = data
-                    unparsed[u] = True
-                    continue
-                for f, store in field_values.items():
-                    store[u] = data.get(f)
-            for f, col in names.items():
-                cols[col] = _typed_column(field_values[f][take], kinds.get(f, "object"))
+        if output is not None:
+            schema = output
+
+            def validated(u: int, text: np.ndarray = text) -> Any:
+                try:
+                    return self._validate(text[u], schema)
+                except Exception as exc:  # a user validator may raise anything: row data
+                    return _short(exc)
+
+            cols.update(self._fields(output, prefix, parse_u, take, validated, error, unparsed))
+        elif forced:
+            tool_input = lambda u: _tool_input(self._tools.get(u), forced)  # noqa: E731
+            cols.update(self._fields(forced, prefix, parse_u, take, tool_input, error, unparsed))
 
         if parse is not None:
             parsed = np.full(n + 1, None, dtype=object)
@@ -881,6 +865,33 @@ class ResultAccumulator:
         cached = _padded(self._cached, False, bool)[take]
         cols[f"{prefix}_cached"] = pd.arrays.BooleanArray(cached, np.zeros(len(take), dtype=bool))
         return cols
+
+    def _fields(
+        self,
+        schema: Any,
+        prefix: str,
+        parse_u: np.ndarray,
+        take: np.ndarray,
+        extract: Callable[[int], Any],
+        error: np.ndarray,
+        unparsed: np.ndarray,
+    ) -> dict[str, Any]:
+        """One column per top-level field of ``schema``, from ``extract(u)``: the reply's
+        fields as a dict, or the ``parse_error: ...`` text that marks the row unparsed."""
+        names = output_columns(schema, prefix)
+        kinds = _schema_kinds(schema)
+        values = {f: np.full(len(self.custom_ids) + 1, None, dtype=object) for f in names}
+        for u in parse_u.tolist():
+            data = extract(u)
+            if isinstance(data, str):
+                error[u] = data
+                unparsed[u] = True
+                continue
+            for f, store in values.items():
+                store[u] = data.get(f)
+        return {
+            col: _typed_column(values[f][take], kinds.get(f, "object")) for f, col in names.items()
+        }
 
     def _cost_column(
         self,

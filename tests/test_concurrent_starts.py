@@ -4,6 +4,7 @@ The same holds for a retry started by all of them at once."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import urllib.request
 from collections import Counter
@@ -86,23 +87,27 @@ def _run(base_url: str, retry: bool) -> list[dict[str, Any]]:
         ctx.Process(target=_worker, args=(base_url, TRIALS, retry, barrier, reports, k))
         for k in range(PROCESSES)
     ]
+    with _running(procs):
+        return _collect(reports, procs, PROCESSES * TRIALS)
+
+
+@contextlib.contextmanager
+def _running(procs: list[Any]) -> Iterator[None]:
+    """Start the worker processes; whatever happens, none outlives the block."""
     for p in procs:
         p.start()
     try:
-        got = _collect(reports, procs, PROCESSES * TRIALS)
-        for p in procs:
-            p.join(timeout=60)
-            assert p.exitcode == 0
+        yield
     finally:
         for p in procs:
             if p.is_alive():
                 p.kill()
-    return got
 
 
 def _collect(reports: Any, procs: list[Any], n: int, bound: float = 240) -> list[Any]:
-    """``n`` reports, failing at once (not after the bound) when a worker has died: its
-    traceback is on stderr, and the survivors would only wait at a broken barrier."""
+    """``n`` reports, then every worker's clean exit; failing at once (not after the
+    bound) when a worker has died: its traceback is on stderr, and the survivors would
+    only wait at a broken barrier."""
     import queue
     import time
 
@@ -115,6 +120,9 @@ def _collect(reports: Any, procs: list[Any], n: int, bound: float = 240) -> list
             dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
             assert not dead, f"a worker process died (exit codes {dead}); see its stderr"
             assert time.monotonic() < deadline, f"only {len(got)} of {n} reports in {bound} s"
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
     return got
 
 
@@ -208,9 +216,7 @@ def test_processes_whose_same_size_creates_are_all_lost_each_keep_their_own(
         ctx.Process(target=_own_call_worker, args=(emulator_process, ready, go, reports, k))
         for k in range(PROCESSES)
     ]
-    for p in procs:
-        p.start()
-    try:
+    with _running(procs):
         ready.wait(timeout=120)
         arm = urllib.request.Request(
             f"{emulator_process}/_emulator/faults",
@@ -220,13 +226,6 @@ def test_processes_whose_same_size_creates_are_all_lost_each_keep_their_own(
         urllib.request.urlopen(arm).read()
         go.wait(timeout=120)
         got = _collect(reports, procs, PROCESSES)
-        for p in procs:
-            p.join(timeout=60)
-            assert p.exitcode == 0
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
     assert all(r["statuses"] == {"succeeded": 8} and r["correct"] for r in got)
     with urllib.request.urlopen(f"{emulator_process}/_emulator/batches") as resp:
         report = orjson.loads(resp.read())
@@ -257,15 +256,8 @@ def test_processes_opening_a_fresh_journal_at_once_all_get_a_journal(tmp_path: P
     paths = [str(tmp_path / f"journal{t}.sqlite3") for t in range(40)]
     barrier, reports = ctx.Barrier(4), ctx.Queue()
     procs = [ctx.Process(target=_opener, args=(paths, barrier, reports)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    try:
+    with _running(procs):
         failures = [r for r in _collect(reports, procs, 4 * len(paths)) if r is not None]
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():
-                p.kill()
     assert failures == []
     for path in paths:  # and each is one whole journal, at the current schema
         with Journal(path) as j:
