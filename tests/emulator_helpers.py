@@ -1,7 +1,9 @@
-"""Builders shared by the emulator tests: small batches and a strict, non-retrying client."""
+"""Builders shared by the emulator tests: small batches, a strict, non-retrying client and a
+responder that records what was sent."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,3 +42,15 @@ def item_requests(n: int, max_tokens: int = 16) -> list[dict[str, Any]]:
 def strict_client(emu: Emulator) -> anthropic.Anthropic:
     """The SDK validating every response strictly, and showing raw errors (no retries)."""
     return emu.client(_strict_response_validation=True, max_retries=0)
+
+
+class Recorder:
+    """A responder that keeps every request's params (and answers with the default reply)."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, params: dict[str, Any]) -> None:
+        with self._lock:
+            self.seen.append(params)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from emulator_helpers import Recorder
 from PIL import Image
 
 import claude_lab  # noqa: F401  (registers df.claude)
@@ -21,18 +21,6 @@ from claude_lab.emulator import Emulator, serve
 
 CREATE = ("POST", "/v1/messages/batches")
 FAST: dict[str, Any] = {"progress": None, "poll_interval": 0.02, "model": "claude-haiku-4-5"}
-
-
-class Recorder:
-    """A responder that keeps every request's params (and answers with the default reply)."""
-
-    def __init__(self) -> None:
-        self.seen: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, params: dict[str, Any]) -> None:
-        with self._lock:
-            self.seen.append(params)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from snapshot_helpers import JOB, snapshot
 
 from claude_lab import _auto as auto
 from claude_lab import _console as console
@@ -33,23 +34,11 @@ from claude_lab._progress import (
     text_summary,
 )
 
-JOB = "job_7f3a9c"
 BATCH = "msgbatch_01HxYzAbCdEf"
 
 
 def snap(**kw: Any) -> Snapshot:
-    counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
-    counts.update(kw.pop("counts", {}))
-    base: dict[str, Any] = dict(
-        job_id=JOB,
-        batch_ids=(BATCH,),
-        status="in_progress",
-        counts=counts,
-        requests=sum(counts.values()),
-        rows=sum(counts.values()),
-    )
-    base.update(kw)
-    return Snapshot(**base)
+    return snapshot((BATCH,), **kw)
 
 
 ENDED = snap(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pydantic
 import pytest
+from emulator_helpers import Recorder
 
 import claude_lab
 from claude_lab import _pricing as pricing
@@ -30,16 +30,6 @@ class Label(pydantic.BaseModel):
 def lookup(city: str, year: int = 2024) -> dict[str, Any]:
     """Look up a city's population in a given year."""
     return {}
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.seen: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, params: dict[str, Any]) -> None:
-        with self._lock:
-            self.seen.append(params)
 
 
 def _items(n: int = 3) -> pd.DataFrame:

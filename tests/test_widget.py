@@ -10,28 +10,17 @@ from typing import Any
 
 import ipywidgets as widgets
 import pytest
+from snapshot_helpers import JOB, snapshot
 from test_progress import FakeClock
 
 from claude_lab._progress import WIDGET_VIEW_MIME, BatchInfo, Snapshot, text_summary
 from claude_lab._widget import WidgetDisplay
 
-JOB = "job_7f3a9c"
 BATCHES = ("msgbatch_01Aaa", "msgbatch_01Bbb")
 
 
 def snap(**kw: Any) -> Snapshot:
-    counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
-    counts.update(kw.pop("counts", {}))
-    base: dict[str, Any] = dict(
-        job_id=JOB,
-        batch_ids=BATCHES,
-        status="in_progress",
-        counts=counts,
-        requests=sum(counts.values()),
-        rows=sum(counts.values()),
-    )
-    base.update(kw)
-    return Snapshot(**base)
+    return snapshot(BATCHES, **kw)
 
 
 def descendants(w: widgets.Widget) -> list[widgets.Widget]:
