@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import ctypes
+import functools
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -81,6 +84,29 @@ class Batch:
         self.fetched = fetched
         self.created = time.monotonic()
         self.cancel_sent = False
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to give back this way
+        return None
+
+
+def _give_back_freed_memory() -> None:
+    """Return the pages glibc holds freed to the system, before the table is built.
+
+    The download leaves its temporaries' pages freed but mapped; the table's columns
+    rarely fit those holes, so its peak would stack on top of them. Measured at a
+    million rows: the peak is 751-752 MiB over three runs with this, 755-831 without
+    (the holes vary run to run). One call, once per job; no allocator setting changes.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class Worker:
@@ -258,6 +284,7 @@ class Worker:
                     first_step()
                 self._follow()
                 self.acc.pack()  # every result is in: the table's peak is next
+                _give_back_freed_memory()
                 df = self._build()
                 with self.lock:  # decided together with cancel(): never "ended" then "canceling"
                     final = JobStatus.CANCELED if self.canceled else JobStatus.ENDED
