@@ -332,8 +332,9 @@ def _strings(values: np.ndarray) -> Any:
     return pd.array(values, dtype="string")
 
 
-def _id_strings(ids: list[str], take: np.ndarray) -> Any:
-    """The custom_id column: ``ids[take]``, where ``take`` == len(ids) is NA.
+def _id_strings(ids: list[str], take: np.ndarray, rows_are_requests: bool) -> Any:
+    """The custom_id column: ``ids[take]``, where ``take`` == len(ids) is NA
+    (``rows_are_requests``: ``take`` is ``0..n-1``, so the ids are the rows).
 
     Our custom_ids all have one length (``"r"`` + 32 hex digits), so in Arrow the
     column is written straight from their bytes as fixed-width rows, at its exact
@@ -352,7 +353,7 @@ def _id_strings(ids: list[str], take: np.ndarray) -> Any:
     fixed = np.frombuffer(data, dtype=f"S{width}")
     valid = take < n
     if valid.all():
-        rows = fixed if len(take) == n and (take == np.arange(n)).all() else fixed[take]
+        rows = fixed if rows_are_requests else fixed[take]
         offsets = np.arange(0, width * (len(take) + 1), width, dtype=np.int64)
         bitmap, nulls = None, 0
     else:
@@ -853,7 +854,7 @@ class ResultAccumulator:
             ("cache_read_tokens", self._c_read),
             ("cache_write_tokens", self._c_write),
         )
-        ok = np.flatnonzero((status[:n] == _SUCCEEDED) & (_padded(self._in, -1, np.int64)[:n] >= 0))
+        ok = np.flatnonzero((status[:n] == _SUCCEEDED) & (np.asarray(self._in) >= 0))
         billed: dict[str, np.ndarray] = {}
         for suffix, values in token_lists:
             arr = _padded(values, -1, np.int64)
@@ -867,7 +868,7 @@ class ResultAccumulator:
         cols[f"{prefix}_model"] = _decode(self._model_codes, self._model, take)
         if len(self._batch_ids) > 1:
             cols[f"{prefix}_batch_id"] = _decode(self._batch_ids, self._batch, take)
-        cols[f"{prefix}_custom_id"] = _id_strings(self.custom_ids, take)
+        cols[f"{prefix}_custom_id"] = _id_strings(self.custom_ids, take, rows_are_requests)
         cached = _padded(self._cached, False, bool)[take]
         cols[f"{prefix}_cached"] = pd.arrays.BooleanArray(cached, np.zeros(len(take), dtype=bool))
         return cols

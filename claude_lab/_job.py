@@ -422,7 +422,7 @@ def _to_send(p: Any, jnl: journal_mod.Journal, fp: str, endpoint: str) -> np.nda
 
 
 def estimate(df: pd.DataFrame, prompt: Any, **options: Any) -> dict[str, Any]:
-    """``plan.estimate`` less what the journal already holds: the requests a resumable job
+    """``estimate_plan`` less what the journal already holds: the requests a resumable job
     of the same call carries and, with the cache on, those with a cached reply. Reads the
     journal only if there is one, and writes nothing."""
     options.pop("wait", None)

@@ -101,8 +101,9 @@ def _give_back_freed_memory() -> None:
 
     The download leaves its temporaries' pages freed but mapped; the table's columns
     rarely fit those holes, so its peak would stack on top of them. Measured at a
-    million rows: the peak is 751-752 MiB over three runs with this, 755-831 without
-    (the holes vary run to run). One call, once per job; no allocator setting changes.
+    million rows (bench_million.py): the peak is 749-758 MiB over three runs with this,
+    755-831 without (the holes vary run to run). One call, once per job; no allocator
+    setting changes.
     """
     trim = _malloc_trim()
     if trim is not None:

@@ -182,14 +182,20 @@ def endpoint_fault(faults: Faults, route: str, request_id: str) -> Response | No
 
     The caller holds the emulator's lock, so two calls never take the same count.
     """
-    for name, status, message in (
-        ("rate_limit", 429, "Number of request tokens has exceeded your rate limit."),
-        ("overloaded", 529, "Overloaded"),
-        ("server_error", 500, "Internal server error"),
-        ("forbidden", 403, "Your workspace does not have access to the Message Batches API."),
+    # (counter, status, message, whether the API says when to retry)
+    for name, status, message, retry in (
+        ("rate_limit", 429, "Number of request tokens has exceeded your rate limit.", True),
+        ("overloaded", 529, "Overloaded", True),
+        ("server_error", 500, "Internal server error", True),
+        (
+            "forbidden",
+            403,
+            "Your workspace does not have access to the Message Batches API.",
+            False,
+        ),
     ):
         if faults._take(name, route):
-            if status == 403:
+            if not retry:
                 return error(status, message, request_id)
             ms = max(int(faults.retry_after_ms), 0)
             extra = [("retry-after-ms", str(ms)), ("retry-after", str(math.ceil(ms / 1000)))]
