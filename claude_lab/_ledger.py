@@ -389,6 +389,10 @@ class Journal:
                 timeout=_BUSY_TIMEOUT_S,
                 isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
                 check_same_thread=False,
+                # A cached statement keeps its last bound values: the blobs of a run's
+                # requests, ids and results (11 MB at 100k rows) would stay alive in
+                # SQLite until the connection closes. Preparing afresh costs microseconds.
+                cached_statements=0,
             )
             self._conn.row_factory = sqlite3.Row
             self._setup()
@@ -916,8 +920,8 @@ class Journal:
         owner: str | None,
         again: Collection[str] | None = None,
     ) -> list[int]:
-        """Atomically take the requests among ``custom_ids`` that nobody else is sending,
-        and log one submission per batch ``plan`` cuts them into.
+        """Atomically take the requests among ``custom_ids`` (unique) that nobody else is
+        sending, and log one submission per batch ``plan`` cuts them into.
 
         ``plan(free_ids) -> [(request_count, body_bytes, ids), ...]``. A request is free
         when no submission of the job carries it. ``again`` (a retry) holds the batches
@@ -929,18 +933,22 @@ class Journal:
         with self._write() as conn:
             # Only the candidates are looked up, one submission's ids at a time: a job's
             # later waves must not hold every id it ever sent (~130 MB per million).
-            wanted = dict.fromkeys(custom_ids)
+            wanted: dict[str, None] | None = None  # built only if the job sent before
             latest: dict[str, str | None] = {}  # candidate -> batch of its latest submission
             for ids_blob, batch_id in conn.execute(
                 "SELECT custom_ids, batch_id FROM submissions WHERE job_id = ? ORDER BY id",
                 (job_id,),
             ):
+                if wanted is None:
+                    wanted = dict.fromkeys(custom_ids)
                 for cid in _unpack_ids(ids_blob):
                     if cid in wanted:
                         latest[cid] = batch_id
             seen = set(again or ())
             free = [
-                c for c in wanted if c not in latest or (again is not None and latest[c] in seen)
+                c
+                for c in (custom_ids if wanted is None else wanted)
+                if c not in latest or (again is not None and latest[c] in seen)
             ]
             del wanted, latest
             if not free:
@@ -1414,14 +1422,15 @@ def _unpack(blob: bytes) -> list[bytes]:
 
 def _pack_ids(ids: Sequence[str]) -> bytes:
     # custom_ids are [A-Za-z0-9_-]{1,64} by the API's rules, so a newline separates them.
-    # Ours are hex digests, which zlib shrinks by only ~40% at ten times the cost of
-    # storing them (level 0: still a zlib stream, read back the same way).
+    # Ours are hex digests: zstd level 1 halves them (3.4 -> 1.8 MB per 100k, in ~4 ms),
+    # which is also that much less for SQLite to hold while it writes the blob. Journals
+    # written before hold them stored in a zlib stream, read back the same way.
     step = 4096
     pieces = (
         ("\n" if k else "").encode() + "\n".join(ids[k : k + step]).encode()
         for k in range(0, len(ids), step)
     )
-    return _deflate(pieces, 0)
+    return _deflate(pieces, 1)
 
 
 def _encode_frame(frame: pd.DataFrame) -> bytes:

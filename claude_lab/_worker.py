@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import ctypes
-import functools
 import logging
-import sys
 import threading
 import time
 import traceback
@@ -25,6 +22,7 @@ import httpx2
 import numpy as np
 import pandas as pd
 
+from claude_lab import _memory as memory
 from claude_lab import _requests as requests
 from claude_lab import _variants as variants
 from claude_lab._collector import ResultAccumulator
@@ -84,30 +82,6 @@ class Batch:
         self.fetched = fetched
         self.created = time.monotonic()
         self.cancel_sent = False
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to give back this way
-        return None
-
-
-def _give_back_freed_memory() -> None:
-    """Return the pages glibc holds freed to the system, before the table is built.
-
-    The download leaves its temporaries' pages freed but mapped; the table's columns
-    rarely fit those holes, so its peak would stack on top of them. Measured at a
-    million rows (bench_million.py): the peak is 749-758 MiB over three runs with this,
-    755-831 without (the holes vary run to run). One call, once per job; no allocator
-    setting changes.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 class Worker:
@@ -285,7 +259,10 @@ class Worker:
                     first_step()
                 self._follow()
                 self.acc.pack()  # every result is in: the table's peak is next
-                _give_back_freed_memory()
+                # The download's temporaries are freed but mapped: the table's peak
+                # would stack on them (1M rows: 749-758 MiB over three runs with this,
+                # 755-831 without).
+                memory.give_back()
                 df = self._build()
                 with self.lock:  # decided together with cancel(): never "ended" then "canceling"
                     final = JobStatus.CANCELED if self.canceled else JobStatus.ENDED
@@ -443,7 +420,9 @@ class Worker:
         chunks: list[requests.Chunk] = []
 
         def plan(free: list[str]) -> list[tuple[int, int, list[str]]]:
-            chunks[:] = requests.split(sizes, self.acc.uids_of(free))
+            # All of them free (the usual case): no lookup of each id needed.
+            uids = todo if len(free) == len(todo) else self.acc.uids_of(free)
+            chunks[:] = requests.split(sizes, uids)
             return [(len(ch.uids), ch.body_bytes, [ids[u] for u in ch.uids]) for ch in chunks]
 
         ledger = self._ledger

@@ -598,3 +598,24 @@ def test_parsed_has_one_missing_value_marker() -> None:
     floats.feed(succeeded("a", "1.0"))
     floats.feed(succeeded("b", "2.5"))
     assert str(cols_for(floats, parse="json")["claude_parsed"].dtype) == "Float64"
+
+
+def test_token_counts_that_are_not_whole_numbers_are_unknown_not_a_crash() -> None:
+    cids = ids(3)
+    acc = ResultAccumulator(cids)
+    acc.begin_pass("msgbatch_1")
+    acc.feed(succeeded(cids[0], "fine", usage={"input_tokens": 7, "output_tokens": 3}))
+    for cid, text, usage in (
+        (cids[1], "odd", {"input_tokens": "lots", "output_tokens": 2.5}),
+        (cids[2], "huge", {"input_tokens": 2**40, "output_tokens": 1}),
+    ):
+        # Not what the SDK's types allow, so written by hand: the wire may still carry it.
+        obj = orjson.loads(succeeded(cid, text))
+        obj["result"]["message"]["usage"] = usage
+        acc.feed(orjson.dumps(obj))
+    df = cols_for(acc)
+    assert df["claude_status"].tolist() == ["succeeded"] * 3
+    assert df["claude_text"].tolist() == ["fine", "odd", "huge"]
+    assert df["claude_input_tokens"].tolist()[0] == 7
+    assert df["claude_input_tokens"][1:].isna().all()
+    assert df["claude_output_tokens"][1:].isna().all()
