@@ -403,6 +403,9 @@ def _padded(values: Sequence[Any] | np.ndarray, fill: Any, dtype: Any = object) 
 _Slots: TypeAlias = "array.array[int] | np.ndarray"
 
 
+_COST_STEP = 16_384  # requests priced at once by ResultAccumulator.cost()
+
+
 def _slots(typecode: str, fill: int, n: int) -> array.array[int]:
     return array.array(typecode, [fill]) * n
 
@@ -434,7 +437,12 @@ class ResultAccumulator:
         self._batch_slot = 0
         self._status: _Slots = _slots("b", _MISSING, n)
         self._pass_of: _Slots = _slots("i", 0, n)
+        # A reply's text is a Python str only while its line is being stored; then it
+        # moves into one UTF-8 buffer (``_seal``): ~50 bytes an object less per reply.
         self._text: list[str | None] = [None] * n
+        self._text_pos: _Slots = _slots("q", -1, n)  # sealed text k of request u, or -1
+        self._text_data = bytearray()
+        self._text_ends: array.array[int] = array.array("q")
         self._error: list[str | None] = [None] * n
         # Model and stop reason repeat across requests: keep a small code per
         # request (-1 = none) so columns and prices work on a handful of values.
@@ -566,6 +574,7 @@ class ResultAccumulator:
             self.filled[u] = False
             self._pass_of[u] = 0
             self._text[u] = self._error[u] = None
+            self._text_pos[u] = -1
             self._stop[u] = self._model[u] = -1
             self._in[u] = self._out[u] = self._c_read[u] = self._c_write[u] = -1
             self._c_1h[u] = 0
@@ -585,26 +594,31 @@ class ResultAccumulator:
         Requests of a model with no known price count as 0 here (no warning: this
         is called while polling; :meth:`columns` warns about them).
         """
-        status = np.array(self._status, dtype=np.int8)
-        ok = status == _SUCCEEDED
+        view = np.asarray  # the typed slots are read in place, not copied
+        ok = view(self._status) == _SUCCEEDED
         if not cached:
-            ok &= ~np.array(self._cached, dtype=bool)
+            ok &= view(self._cached) == 0
         ok = np.flatnonzero(ok)
-        if ok.size == 0:
-            return 0.0
-        per = pricing.cost(
-            list(self._model_codes),
-            np.array(self._in, dtype=np.int64)[ok].clip(0),
-            np.array(self._out, dtype=np.int64)[ok].clip(0),
-            np.array(self._c_read, dtype=np.int64)[ok].clip(0),
-            np.array(self._c_write, dtype=np.int64)[ok].clip(0),
-            np.array(self._c_1h, dtype=np.int64)[ok],
-            batch=True,
-            prices=prices,
-            warn=False,
-            model_index=np.array(self._model, dtype=np.int64)[ok],
-        )
-        return float(np.nansum(per))
+        models = list(self._model_codes)
+        total = 0.0
+        # A slice at a time: this runs on every poll and once more after the table is
+        # built, where whole-job temporaries (6 MB per 100k) would set the run's peak.
+        for start in range(0, ok.size, _COST_STEP):
+            sl = ok[start : start + _COST_STEP]
+            per = pricing.cost(
+                models,
+                view(self._in)[sl].clip(0),
+                view(self._out)[sl].clip(0),
+                view(self._c_read)[sl].clip(0),
+                view(self._c_write)[sl].clip(0),
+                view(self._c_1h)[sl],
+                batch=True,
+                prices=prices,
+                warn=False,
+                model_index=view(self._model)[sl],
+            )
+            total += float(np.nansum(per))
+        return total
 
     def _store(
         self, lines: Sequence[bytes], custom_ids: Sequence[str] | None, cached: bool
@@ -710,7 +724,61 @@ class ResultAccumulator:
                 pass_of[u] = this_pass
                 self._batch[u] = slot
             out.append(u)
+        self._seal([u for u in out if u >= 0 and text[u] is not None])
         return out
+
+    def _seal(self, uids: list[int]) -> None:
+        """Move the texts of requests ``uids`` from Python strings into the UTF-8 buffer."""
+        text, pos, ends, data = self._text, self._text_pos, self._text_ends, self._text_data
+        end = ends[-1] if ends else 0
+        k = len(ends)
+        for u in uids:
+            try:
+                raw = text[u].encode()  # type: ignore[union-attr]
+            except UnicodeEncodeError:  # a lone surrogate: stays a str
+                continue
+            data += raw
+            end += len(raw)
+            ends.append(end)
+            pos[u] = k
+            k += 1
+            text[u] = None
+
+    def _texts(self, uids: Iterable[int]) -> list[str | None]:
+        """The reply texts of requests ``uids`` (None: no text)."""
+        text, pos, ends, data = self._text, self._text_pos, self._text_ends, self._text_data
+        out: list[str | None] = []
+        for u in uids:
+            k = pos[u]
+            if text[u] is not None or k < 0:
+                out.append(text[u])
+            else:
+                out.append(data[(ends[k - 1] if k else 0) : ends[k]].decode())
+        return out
+
+    def _text_column(self, take: np.ndarray) -> Any:
+        """The text column: request ``take[i]``'s reply per row (``len(self)``: NA)."""
+        n = len(self.custom_ids)
+        pos = _padded(self._text_pos, -1, np.int64)[take]
+        loose = any(t is not None for t in self._text)
+        if not _ARROW_STRINGS or loose or not len(self._text_ends):
+            values = np.empty(len(take), dtype=object)
+            values[:] = self._texts(np.minimum(take, n - 1).tolist()) if n else []
+            values[take >= n] = None
+            return _strings(values)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        offsets = np.zeros(len(self._text_ends) + 1, dtype=np.int64)
+        offsets[1:] = np.frombuffer(self._text_ends, dtype=np.int64)
+        # The buffer is wrapped, not copied, and released when this call returns (a
+        # retry may still append to it).
+        sealed = pa.LargeStringArray.from_buffers(
+            len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(self._text_data)
+        )
+        taken = pc.take(sealed, pa.array(pos, mask=pos < 0), memory_pool=_system_pool())
+        del sealed
+        return pd.arrays.ArrowStringArray(taken)
 
     def _store_blocks(self, u: int, content: Any) -> None:
         """A reply's content blocks other than a single text block: text, thinking, tools."""
@@ -784,12 +852,15 @@ class ResultAccumulator:
         used[take] = True
         parse_u = np.flatnonzero(succeeded_u & used[:n])
 
-        text = _padded(self._text, None)
+        # Python strings of the replies only where a parser or a schema reads them.
+        text = np.full(n + 1, None, dtype=object)
+        if output is not None or parse is not None:
+            text[parse_u] = self._texts(parse_u.tolist())
         error = _padded(self._error, None)
         for u in np.flatnonzero((status[:n] == _MISSING) & used[:n]):
             error[u] = MISSING_MESSAGE
 
-        cols: dict[str, Any] = {f"{prefix}_text": _strings(per_row(text))}
+        cols: dict[str, Any] = {f"{prefix}_text": self._text_column(take)}
         feats = features or {}
         if feats.get("thinking") or (self._thinking and any(used[k] for k in self._thinking)):
             thinking = np.full(n + 1, None, dtype=object)

@@ -371,6 +371,8 @@ class Worker:
         if not len(open_):  # every request has its result: nothing to read or send
             return open_.astype(np.int64)
         carried = self._ledger.carried_custom_ids(self.job_id)
+        if not carried:  # nothing sent yet: no id to look up
+            return open_.astype(np.int64)
         ids = self.custom_ids
         return np.array([u for u in open_.tolist() if ids[u] not in carried], dtype=np.int64)
 

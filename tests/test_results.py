@@ -619,3 +619,24 @@ def test_token_counts_that_are_not_whole_numbers_are_unknown_not_a_crash() -> No
     assert df["claude_input_tokens"].tolist()[0] == 7
     assert df["claude_input_tokens"][1:].isna().all()
     assert df["claude_output_tokens"][1:].isna().all()
+
+
+def test_reply_texts_survive_the_compact_store_unicode_empty_and_retried() -> None:
+    cids = ids(4)
+    acc = ResultAccumulator(cids)
+    acc.begin_pass("msgbatch_1")
+    acc.feed_many([succeeded(cids[0], "naïve café ☕"), succeeded(cids[1], "")])
+    acc.feed_many([succeeded(cids[2], "日本語 🎌"), errored(cids[3], "overloaded_error")])
+    uid = [2, 0, -1, 1, 3, 2]
+    df = cols_for(acc, uid)
+    assert df["claude_text"].tolist()[:2] == ["日本語 🎌", "naïve café ☕"]
+    assert pd.isna(df["claude_text"][2]) and df["claude_text"][3] == ""
+    assert pd.isna(df["claude_text"][4]) and df["claude_text"][5] == "日本語 🎌"
+    # A retry after the table was built replaces one reply and keeps the others.
+    acc.forget([0])
+    acc.begin_pass("msgbatch_2")
+    acc.feed(succeeded(cids[0], "second: ümlaut"))
+    again = cols_for(acc, uid, parse=r"(\w+):")
+    assert again["claude_text"].tolist()[1] == "second: ümlaut"
+    assert again["claude_parsed"].tolist()[1] == "second"
+    assert again["claude_text"].tolist()[0] == "日本語 🎌"
