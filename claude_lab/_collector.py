@@ -398,9 +398,9 @@ def _padded(values: Sequence[Any] | np.ndarray, fill: Any, dtype: Any = object) 
     return arr
 
 
-# A per-request field: a typed array (array.array while results stream in: item
-# assignment nearly as cheap as a list's, at 1 or 4 bytes a slot rather than 8).
-_Slots: TypeAlias = "array.array[int] | np.ndarray"
+# A per-request field: item assignment nearly as cheap as a list's, at 1, 4 or 8 bytes a
+# slot rather than 8 plus an int object; numpy reads it in place (np.asarray).
+_Slots: TypeAlias = "array.array[int]"
 
 
 _COST_STEP = 16_384  # requests priced at once by ResultAccumulator.cost()
@@ -443,6 +443,7 @@ class ResultAccumulator:
         self._text_pos: _Slots = _slots("q", -1, n)  # sealed text k of request u, or -1
         self._text_data = bytearray()
         self._text_ends: array.array[int] = array.array("q")
+        self._loose_texts = 0  # texts UTF-8 cannot hold (lone surrogates): kept as str
         self._error: list[str | None] = [None] * n
         # Model and stop reason repeat across requests: keep a small code per
         # request (-1 = none) so columns and prices work on a handful of values.
@@ -736,6 +737,7 @@ class ResultAccumulator:
             try:
                 raw = text[u].encode()  # type: ignore[union-attr]
             except UnicodeEncodeError:  # a lone surrogate: stays a str
+                self._loose_texts += 1
                 continue
             data += raw
             end += len(raw)
@@ -760,8 +762,7 @@ class ResultAccumulator:
         """The text column: request ``take[i]``'s reply per row (``len(self)``: NA)."""
         n = len(self.custom_ids)
         pos = _padded(self._text_pos, -1, np.int64)[take]
-        loose = any(t is not None for t in self._text)
-        if not _ARROW_STRINGS or loose or not len(self._text_ends):
+        if not _ARROW_STRINGS or self._loose_texts or not len(self._text_ends):
             values = np.empty(len(take), dtype=object)
             values[:] = self._texts(np.minimum(take, n - 1).tolist()) if n else []
             values[take >= n] = None
@@ -853,8 +854,9 @@ class ResultAccumulator:
         parse_u = np.flatnonzero(succeeded_u & used[:n])
 
         # Python strings of the replies only where a parser or a schema reads them.
-        text = np.full(n + 1, None, dtype=object)
+        text = np.empty(0, dtype=object)
         if output is not None or parse is not None:
+            text = np.full(n + 1, None, dtype=object)
             text[parse_u] = self._texts(parse_u.tolist())
         error = _padded(self._error, None)
         for u in np.flatnonzero((status[:n] == _MISSING) & used[:n]):
@@ -935,7 +937,7 @@ class ResultAccumulator:
         cols[f"{prefix}_cost_usd"] = self._cost_column(uid, take, ok, billed, status, prices)
         del billed
         # The per-request arrays and the pricing temporaries are freed: return their pages
-        # before the provenance strings are written (100k rows: 14 MB less at the peak).
+        # rather than stack the provenance strings on top of them.
         memory.give_back()
         cols[f"{prefix}_model"] = _decode(self._model_codes, self._model, take)
         if len(self._batch_ids) > 1:
