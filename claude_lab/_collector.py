@@ -313,14 +313,18 @@ def _names(names: Sequence[str | None], codes: np.ndarray) -> Any:
     per row: the strings are copied by a take."""
     if _ARROW_STRINGS:
         import pyarrow as pa
-        import pyarrow.compute as pc
 
-        indices = pa.array(codes, mask=codes < 0)
-        taken = pc.take(
-            pa.array(names, type=pa.large_string()), indices, memory_pool=_system_pool()
-        )
-        return pd.arrays.ArrowStringArray(taken)
+        return _take(pa.array(names, type=pa.large_string()), codes)
     return pd.array(names, dtype="string").take(codes.astype(np.int64), allow_fill=True)
+
+
+def _take(source: Any, index: np.ndarray) -> Any:
+    """The Arrow string column ``source[index]`` per row (index < 0: NA)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    taken = pc.take(source, pa.array(index, mask=index < 0), memory_pool=_system_pool())
+    return pd.arrays.ArrowStringArray(taken)
 
 
 def _strings(values: np.ndarray) -> Any:
@@ -359,15 +363,14 @@ def _id_strings(ids: list[str], take: np.ndarray, rows_are_requests: bool) -> An
     valid = take < n
     if valid.all():
         rows = fixed if rows_are_requests else fixed[take]
-        del fixed
         offsets = np.arange(0, width * (len(take) + 1), width, dtype=np.int64)
         bitmap, nulls = None, 0
     else:
         rows = fixed[take[valid]]
-        del fixed
         offsets = np.zeros(len(take) + 1, dtype=np.int64)
         np.cumsum(valid * width, out=offsets[1:])
         bitmap, nulls = pa.array(valid).buffers()[1], int((~valid).sum())
+    del fixed  # the rows are taken: the per-request copy can go before the column is made
     column = pa.LargeStringArray.from_buffers(
         len(take), pa.py_buffer(offsets), pa.py_buffer(rows), bitmap, nulls
     )
@@ -595,36 +598,42 @@ class ResultAccumulator:
         Requests of a model with no known price count as 0 here (no warning: this
         is called while polling; :meth:`columns` warns about them).
         """
-        view = np.asarray  # the typed slots are read in place, not copied
-        ok = view(self._status) == _SUCCEEDED
+        ok = np.asarray(self._status) == _SUCCEEDED
         if not cached:
-            ok &= view(self._cached) == 0
+            ok &= np.asarray(self._cached) == 0
         ok = np.flatnonzero(ok)
-        models = list(self._model_codes)
-        total = 0.0
         # A slice at a time: this runs on every poll and once more after the table is
         # built, where whole-job temporaries (6 MB per 100k) would set the run's peak.
-        for start in range(0, ok.size, _COST_STEP):
-            sl = ok[start : start + _COST_STEP]
-            per = pricing.cost(
-                models,
-                view(self._in)[sl].clip(0),
-                view(self._out)[sl].clip(0),
-                view(self._c_read)[sl].clip(0),
-                view(self._c_write)[sl].clip(0),
-                view(self._c_1h)[sl],
-                batch=True,
-                prices=prices,
-                warn=False,
-                model_index=view(self._model)[sl],
-            )
-            total += float(np.nansum(per))
-        return total
+        return sum(
+            (
+                float(np.nansum(self._price(ok[k : k + _COST_STEP], prices, warn=False)))
+                for k in range(0, ok.size, _COST_STEP)
+            ),
+            0.0,
+        )
+
+    def _price(
+        self, uids: np.ndarray, prices: Mapping[str, pricing.PriceLike] | None, *, warn: bool
+    ) -> np.ndarray:
+        """USD at batch prices of requests ``uids``, from their token counts (read in place)."""
+        view = np.asarray
+        return pricing.cost(
+            list(self._model_codes),
+            view(self._in)[uids].clip(0),
+            view(self._out)[uids].clip(0),
+            view(self._c_read)[uids].clip(0),
+            view(self._c_write)[uids].clip(0),
+            view(self._c_1h)[uids],
+            batch=True,
+            prices=prices,
+            warn=warn,
+            model_index=view(self._model)[uids],
+        )
 
     def _store(
         self, lines: Sequence[bytes], custom_ids: Sequence[str] | None, cached: bool
     ) -> list[int]:
-        # The hot loop of a 100k-row job: one function, the per-u lists bound to
+        # The hot loop of a 100k-row job: one function, the per-u slots bound to
         # locals, the common reply (one text block) inline; no per-line objects
         # beyond what orjson builds.
         index, status, pass_of, text = self._lookup(), self._status, self._pass_of, self._text
@@ -761,14 +770,9 @@ class ResultAccumulator:
     def _text_column(self, take: np.ndarray) -> Any:
         """The text column: request ``take[i]``'s reply per row (``len(self)``: NA)."""
         n = len(self.custom_ids)
-        pos = _padded(self._text_pos, -1, np.int64)[take]
         if not _ARROW_STRINGS or self._loose_texts or not len(self._text_ends):
-            values = np.empty(len(take), dtype=object)
-            values[:] = self._texts(np.minimum(take, n - 1).tolist()) if n else []
-            values[take >= n] = None
-            return _strings(values)
+            return _strings(_padded(self._texts(range(n)), None)[take])
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         offsets = np.zeros(len(self._text_ends) + 1, dtype=np.int64)
         offsets[1:] = np.frombuffer(self._text_ends, dtype=np.int64)
@@ -777,9 +781,7 @@ class ResultAccumulator:
         sealed = pa.LargeStringArray.from_buffers(
             len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(self._text_data)
         )
-        taken = pc.take(sealed, pa.array(pos, mask=pos < 0), memory_pool=_system_pool())
-        del sealed
-        return pd.arrays.ArrowStringArray(taken)
+        return _take(sealed, _padded(self._text_pos, -1, np.int64)[take])
 
     def _store_blocks(self, u: int, content: Any) -> None:
         """A reply's content blocks other than a single text block: text, thinking, tools."""
@@ -917,25 +919,17 @@ class ResultAccumulator:
         memory.give_back()
         cols[f"{prefix}_stop_reason"] = _decode(self._stop_codes, self._stop, take)
 
-        # Each per-request token array lives only while its column and the cost use it,
-        # so the table's peak carries one at a time, not four (32 MB per million rows).
-        token_lists = (
+        # One per-request token array at a time, each only while its column is built.
+        for suffix, values in (
             ("input_tokens", self._in),
             ("output_tokens", self._out),
             ("cache_read_tokens", self._c_read),
             ("cache_write_tokens", self._c_write),
-        )
-        ok = np.flatnonzero((status[:n] == _SUCCEEDED) & (np.asarray(self._in) >= 0))
-        billed: dict[str, np.ndarray] = {}
-        for suffix, values in token_lists:
-            arr = _padded(values, -1, np.int64)
-            billed[suffix] = arr[ok]
-            row = arr[take]
-            del arr
+        ):
+            row = _padded(values, -1, np.int64)[take]
             cols[f"{prefix}_{suffix}"] = pd.arrays.IntegerArray(row, row < 0)
 
-        cols[f"{prefix}_cost_usd"] = self._cost_column(uid, take, ok, billed, status, prices)
-        del billed
+        cols[f"{prefix}_cost_usd"] = self._cost_column(uid, take, status, prices)
         # The per-request arrays and the pricing temporaries are freed: return their pages
         # rather than stack the provenance strings on top of them.
         memory.give_back()
@@ -978,28 +972,15 @@ class ResultAccumulator:
         self,
         uid: np.ndarray,
         take: np.ndarray,
-        ok: np.ndarray,
-        tokens: Mapping[str, np.ndarray],
         status: np.ndarray,
         prices: Mapping[str, pricing.PriceLike] | None,
     ) -> pd.arrays.FloatingArray:
-        """``ok``: the succeeded requests with usage; ``tokens``: their token counts."""
         n = len(self.custom_ids)
         cost_u = np.full(n + 1, np.nan)
+        # Succeeded requests whose usage is known; the others stay NA (or 0.0, below).
+        ok = np.flatnonzero((status[:n] == _SUCCEEDED) & (np.asarray(self._in) >= 0))
         if ok.size:
-            models = np.array(self._model, dtype=np.int64)[ok]
-            c_1h = np.array(self._c_1h, dtype=np.int64)[ok]
-            cost_u[ok] = pricing.cost(
-                list(self._model_codes),
-                tokens["input_tokens"],
-                tokens["output_tokens"],
-                tokens["cache_read_tokens"],
-                tokens["cache_write_tokens"],
-                c_1h,
-                batch=True,
-                prices=prices,
-                model_index=models,
-            )
+            cost_u[ok] = self._price(ok, prices, warn=True)
         # Failed requests are not billed; skipped and missing rows stay unknown (NA).
         failed = np.isin(status[:n], (_ERRORED, _CANCELED, _EXPIRED))
         cost_u[:n][failed] = 0.0

@@ -415,7 +415,7 @@ def _to_send(p: Any, jnl: journal_mod.Journal, fp: str, endpoint: str) -> np.nda
     if job is not None and job.status != JobStatus.CANCELED:  # a canceled one is not resumed
         covered |= jnl.carried_custom_ids(job.job_id)
     if p.cache:
-        covered |= set(jnl.cached_results([c for c in ids if c not in covered], endpoint))
+        covered |= jnl.cached_ids([c for c in ids if c not in covered], endpoint)
     if not covered:
         return np.arange(len(ids), dtype=np.int64)
     return np.flatnonzero(np.fromiter((c not in covered for c in ids), bool, len(ids)))

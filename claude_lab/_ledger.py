@@ -1143,6 +1143,11 @@ class Journal:
         hits = self._hits(custom_ids, _clean_endpoint(endpoint), succeeded_only=True)
         return {cid: line for cid, (_, line) in self._lines(hits).items()}
 
+    def cached_ids(self, custom_ids: Iterable[str], endpoint: str) -> set[str]:
+        """Which of these requests ``cached_results`` would answer, from the index alone
+        (no result file is read)."""
+        return {h[0] for h in self._hits(custom_ids, _clean_endpoint(endpoint), True)}
+
     def job_results(self, job_id: str) -> dict[str, bytes]:
         """For each of the job's requests, the best line known at the job's endpoint: a
         success (from any job) beats any failure; otherwise the newest."""

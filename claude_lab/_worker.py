@@ -367,12 +367,11 @@ class Worker:
 
     def _uncarried(self) -> np.ndarray:
         """Requests with no result yet that no recorded batch of this job carried."""
-        open_ = np.flatnonzero(~self.acc.filled)
-        if not len(open_):  # every request has its result: nothing to read or send
-            return open_.astype(np.int64)
-        carried = self._ledger.carried_custom_ids(self.job_id)
-        if not carried:  # nothing sent yet: no id to look up
-            return open_.astype(np.int64)
+        open_ = np.flatnonzero(~self.acc.filled).astype(np.int64)
+        # Every request answered: nothing to read. Nothing sent yet: no id to look up.
+        carried = self._ledger.carried_custom_ids(self.job_id) if len(open_) else set()
+        if not carried:
+            return open_
         ids = self.custom_ids
         return np.array([u for u in open_.tolist() if ids[u] not in carried], dtype=np.int64)
 

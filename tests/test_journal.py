@@ -183,6 +183,7 @@ def test_cached_results_succeeded_only(journal: Journal) -> None:
     journal.store_results("b2", [(cid(1), "succeeded", line(cid(1), "succeeded", "second"))])
     cached = journal.cached_results([cid(1), cid(2), cid(3), cid(4)], ENDPOINT)
     assert cached == {cid(1): line(cid(1), "succeeded", "second")}
+    assert journal.cached_ids([cid(1), cid(2), cid(3), cid(4)], ENDPOINT) == {cid(1)}
 
 
 def test_results_never_cross_endpoints(journal: Journal) -> None:
@@ -193,6 +194,7 @@ def test_results_never_cross_endpoints(journal: Journal) -> None:
     real = make_job(journal, endpoint=ENDPOINT)
     journal.add_requests(real, [cid(1)], [b"1"])
     assert journal.cached_results([cid(1)], ENDPOINT) == {}
+    assert journal.cached_ids([cid(1)], ENDPOINT) == set()
     assert journal.job_results(real) == {}
     assert journal.cached_results([cid(1)], "http://127.0.0.1:8765") == {
         cid(1): line(cid(1), "succeeded", "emu")
