@@ -1039,13 +1039,20 @@ class Journal:
     ) -> None:
         now = _now()
         with self._write() as conn:
-            cur = conn.execute(
+            row = conn.execute(
+                "SELECT processing_status FROM batches WHERE batch_id = ?", (batch_id,)
+            ).fetchone()
+            if row is None:
+                raise JobNotFoundError(f"no batch {batch_id!r} in the journal at {self.path}")
+            if _STAGE.get(processing_status, 0) < _STAGE.get(row[0], 0):
+                # A retrieve answered before a fresher one (another thread's, the CLI's)
+                # but written after it: a batch never goes back, so keep what is newer.
+                return
+            conn.execute(
                 "UPDATE batches SET processing_status = ?, request_counts = ?,"
                 " ended_at = COALESCE(?, ended_at), updated_at = ? WHERE batch_id = ?",
                 (processing_status, _dumps(request_counts), _ts(ended_at), now, batch_id),
             )
-            if cur.rowcount == 0:
-                raise JobNotFoundError(f"no batch {batch_id!r} in the journal at {self.path}")
             conn.execute(
                 "UPDATE jobs SET updated_at = ? WHERE job_id ="
                 " (SELECT job_id FROM batches WHERE batch_id = ?)",
@@ -1303,6 +1310,10 @@ _UNUSABLE = (
     *("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_READONLY", "SQLITE_CANTOPEN"),
     *("SQLITE_IOERR", "SQLITE_FULL", "SQLITE_PERM"),
 )
+
+
+# A batch's processing_status only moves forward: in_progress -> canceling -> ended.
+_STAGE = {"in_progress": 0, "canceling": 1, "ended": 2}
 
 
 def _unusable(exc: sqlite3.DatabaseError) -> bool:

@@ -154,6 +154,11 @@ def test_submissions_and_batches(journal: Journal) -> None:
     assert batch.results_fetched
     with pytest.raises(JobNotFoundError):
         journal.update_batch("msgbatch_nope", "ended", counts)
+    # A retrieve answered before the batch ended but written after (another thread's
+    # poll, racing `claude-lab show`) does not take it back to in_progress.
+    journal.update_batch("msgbatch_1", "in_progress", {"processing": 2}, None)
+    [batch] = journal.batches(job_id)
+    assert (batch.processing_status, batch.request_counts) == ("ended", counts)
 
 
 def test_requests_are_shared_between_jobs(journal: Journal) -> None:
