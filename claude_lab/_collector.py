@@ -406,7 +406,7 @@ def _padded(values: Sequence[Any] | np.ndarray, fill: Any, dtype: Any = object) 
 _Slots: TypeAlias = "array.array[int]"
 
 
-_COST_STEP = 16_384  # requests priced at once by ResultAccumulator.cost()
+_COST_STEP = 4_096  # requests priced at once (pricing makes ~25 float copies of a slice)
 
 
 def _slots(typecode: str, fill: int, n: int) -> array.array[int]:
@@ -636,6 +636,8 @@ class ResultAccumulator:
         # The hot loop of a 100k-row job: one function, the per-u slots bound to
         # locals, the common reply (one text block) inline; no per-line objects
         # beyond what orjson builds.
+        if not lines:  # e.g. no cached hits: no lookup built (6 MB per 100k) before submit
+            return []
         index, status, pass_of, text = self._lookup(), self._status, self._pass_of, self._text
         stop, model, stop_codes, model_codes = (
             self._stop,
@@ -929,7 +931,7 @@ class ResultAccumulator:
             row = _padded(values, -1, np.int64)[take]
             cols[f"{prefix}_{suffix}"] = pd.arrays.IntegerArray(row, row < 0)
 
-        cols[f"{prefix}_cost_usd"] = self._cost_column(uid, take, status, prices)
+        cols[f"{prefix}_cost_usd"] = self._cost_column(uid, take, status, prices, rows_are_requests)
         # The per-request arrays and the pricing temporaries are freed: return their pages
         # rather than stack the provenance strings on top of them.
         memory.give_back()
@@ -974,25 +976,37 @@ class ResultAccumulator:
         take: np.ndarray,
         status: np.ndarray,
         prices: Mapping[str, pricing.PriceLike] | None,
+        rows_are_requests: bool,
     ) -> pd.arrays.FloatingArray:
         n = len(self.custom_ids)
         cost_u = np.full(n + 1, np.nan)
         # Succeeded requests whose usage is known; the others stay NA (or 0.0, below).
         ok = np.flatnonzero((status[:n] == _SUCCEEDED) & (np.asarray(self._in) >= 0))
-        if ok.size:
-            cost_u[ok] = self._price(ok, prices, warn=True)
+        # Priced a slice at a time, as in cost(): whole-job token copies and the pricing's
+        # temporaries would otherwise sit at the table's peak (11 MB per 100k).
+        for k in range(0, ok.size, _COST_STEP):
+            part = ok[k : k + _COST_STEP]
+            cost_u[part] = self._price(part, prices, warn=False)
+        if ok.size:  # one warning naming every model without a price
+            used = np.unique(np.asarray(self._model)[ok])
+            pricing.cost(
+                list(self._model_codes), np.zeros(used.size), np.zeros(used.size),
+                prices=prices, model_index=used,
+            )  # fmt: skip
         # Failed requests are not billed; skipped and missing rows stay unknown (NA).
         failed = np.isin(status[:n], (_ERRORED, _CANCELED, _EXPIRED))
         cost_u[:n][failed] = 0.0
-        row_cost = cost_u[take]
+        row_cost = cost_u[:n] if rows_are_requests else cost_u[take]
         # A request shared by several rows was paid once: charge its first row only.
-        if uid.size:
+        if uid.size and not rows_are_requests:
             _, first = np.unique(uid, return_index=True)
             repeat = np.ones(uid.size, dtype=bool)
             repeat[first] = False
             repeat &= uid >= 0
             row_cost[repeat & ~np.isnan(row_cost)] = 0.0
-        return pd.arrays.FloatingArray(np.nan_to_num(row_cost), np.isnan(row_cost))
+        unknown = np.isnan(row_cost)
+        row_cost[unknown] = 0.0
+        return pd.arrays.FloatingArray(row_cost, unknown)
 
     @staticmethod
     def _validate(text: str, output: type[BaseModel] | Mapping[str, Any]) -> dict[str, Any]:

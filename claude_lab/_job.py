@@ -90,9 +90,6 @@ class BatchJob:
             row_uid=rows.row_uid,
             config=config,
             poll=poll,
-            on_change=self._publish,
-            on_end=self._close_display,
-            build=self._build,
         )
 
     # -- public surface ----------------------------------------------------------------
@@ -221,7 +218,7 @@ class BatchJob:
             self._display.update(self.snapshot())
         if not (callable(adopt) and adopt(previous)):
             _show(self)
-        w.start(first_step)
+        self._start(first_step)
         return self.result() if wait else self
 
     def __await__(self) -> Generator[Any, None, pd.DataFrame]:
@@ -275,6 +272,11 @@ class BatchJob:
             traceback=w.traceback,
             name=self._config.name,
             canceled_by_user=w.canceled,
+        )
+
+    def _start(self, first_step: Callable[[], None] | None = None) -> None:
+        self._worker.start(
+            first_step, on_change=self._publish, on_end=self._close_display, build=self._build
         )
 
     def _publish(self) -> None:
@@ -344,7 +346,7 @@ def run(
             make_display=p.make_display,
             poll=p.poll,
         )
-        job._worker.finish_now()
+        job._worker.finish_now(job._build)
         return job.result() if wait else job
 
     client = resolve_client(client)
@@ -393,7 +395,7 @@ def run(
     del p, encoded
     job._worker.load(existing is not None, cache)
     _show(job)
-    job._worker.start()
+    job._start()
     # The worker refreshes the notebook output's fallbacks when the job ends.
     return job.result() if wait else job
 
@@ -516,7 +518,7 @@ def attach(
     job._worker.canceled = rec.status == "canceled"
     job._worker.load(True, bool(rec.meta.get("cache", True)))
     _show(job)
-    job._worker.start()
+    job._start()
     return job
 
 

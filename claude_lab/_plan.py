@@ -313,7 +313,8 @@ def plan(
     # Each request is named by the first row that asks for it (u is numbered first-seen).
     sent = np.flatnonzero(encoded.row_uid >= 0)
     _, first = np.unique(encoded.row_uid[sent], return_index=True)
-    labels_by_uid = df.index.take(sent[first] % max(len(df), 1)).tolist()
+    # An Index, not a list: 100k labels as Python objects only to name a too-large row.
+    labels_by_uid = df.index.take(sent[first] % max(len(df), 1))
     # Every request must fit before anything is sent, even those the cache may answer.
     n = len(encoded.custom_ids)
     chunks = requests.split(encoded.sizes, np.arange(n), row_labels=labels_by_uid)

@@ -150,7 +150,9 @@ def split(
     too_big = np.flatnonzero(size + overhead > max_bytes)
     if len(too_big):
         where = [
-            repr(row_labels[uids[k]]) if row_labels is not None else f"request {int(uids[k])}"
+            repr(_plain(row_labels[int(uids[k])]))
+            if row_labels is not None
+            else f"request {int(uids[k])}"
             for k in too_big[:5]
         ]
         more = f" and {len(too_big) - 5} more" if len(too_big) > 5 else ""
@@ -177,6 +179,11 @@ def split(
         base = int(ends[stop - 1])
         start = stop
     return chunks
+
+
+def _plain(label: Any) -> Any:
+    # A label read from a pandas Index may be a numpy scalar: name it as the user wrote it.
+    return label.item() if isinstance(label, np.generic) else label
 
 
 class Body:

@@ -84,8 +84,16 @@ class Batch:
         self.cancel_sent = False
 
 
+def _nothing() -> None:
+    pass
+
+
 class Worker:
     """One job's state and the thread that moves it (``gateway`` None: nothing to send)."""
+
+    _on_change: Callable[[], None]
+    _on_end: Callable[[], None]
+    _build: Callable[[], pd.DataFrame]
 
     def __init__(
         self,
@@ -98,9 +106,6 @@ class Worker:
         row_uid: np.ndarray,
         config: RunConfig,
         poll: tuple[float, float],
-        on_change: Callable[[], None],
-        on_end: Callable[[], None],
-        build: Callable[[], pd.DataFrame],
     ) -> None:
         self.job_id = job_id
         self.gateway = gateway
@@ -110,9 +115,10 @@ class Worker:
         self.row_uid = row_uid
         self.config = config
         self.poll = poll
-        self._on_change = on_change
-        self._on_end = on_end
-        self._build = build
+        # The job's hooks, held only while a round runs (``start``): held for good, they
+        # would make job and worker a cycle that keeps a finished run's results (16 MB
+        # per 100k rows) until the garbage collector's next full pass.
+        self._unbind()
         self.lock = threading.RLock()
         self.wake = threading.Event()
         self.batches: list[Batch] = []
@@ -211,16 +217,30 @@ class Worker:
 
     # -- control from the handle ---------------------------------------------------------
 
-    def start(self, first_step: Callable[[], None] | None = None) -> None:
+    def start(
+        self,
+        first_step: Callable[[], None] | None,
+        *,
+        on_change: Callable[[], None],
+        on_end: Callable[[], None],
+        build: Callable[[], pd.DataFrame],
+    ) -> None:
+        """Run a round on a new thread: ``on_change`` after each move, ``on_end`` once it
+        is over (before the future resolves), ``build`` for its table."""
+        self._on_change, self._on_end, self._build = on_change, on_end, build
         self.started = time.monotonic()
         threading.Thread(
             target=self._work, args=(first_step,), name=f"claude_lab-{self.job_id}", daemon=True
         ).start()
 
-    def finish_now(self) -> None:
+    def finish_now(self, build: Callable[[], pd.DataFrame]) -> None:
         """A job with nothing to send: its table now, no thread."""
-        self.future.set_result(self._build())
+        self.future.set_result(build())
         self.transition(JobStatus.ENDED)
+
+    def _unbind(self) -> None:
+        self._on_change = self._on_end = _nothing
+        self._build = pd.DataFrame
 
     def cancel(self) -> None:
         with self.lock:
@@ -264,12 +284,16 @@ class Worker:
                 # 755-831 without).
                 memory.give_back()
                 df = self._build()
+                # The build's own temporaries: handed back before the final snapshot prices
+                # the run again, or its peak would stack on them.
+                memory.give_back()
                 with self.lock:  # decided together with cancel(): never "ended" then "canceling"
                     final = JobStatus.CANCELED if self.canceled else JobStatus.ENDED
                     self.transition(final)
                 if final is JobStatus.ENDED:
                     self._ledger.set_job_status(self.job_id, final)
                 self._on_end()  # before resolving, so waiters see the final state
+                self._unbind()  # before resolving: a retry's start() binds its own
                 future.set_result(df)
             except BaseException as caught:  # the waiting thread re-raises it
                 exc = self._api.explain(caught) if self.gateway is not None else caught
@@ -285,6 +309,7 @@ class Worker:
                     self._ledger.set_job_status(self.job_id, self.status)
                 with contextlib.suppress(Exception):
                     self._on_end()
+                self._unbind()
                 future.set_exception(exc)
 
     def _follow(self) -> None:
