@@ -987,12 +987,9 @@ class ResultAccumulator:
         for k in range(0, ok.size, _COST_STEP):
             part = ok[k : k + _COST_STEP]
             cost_u[part] = self._price(part, prices, warn=False)
-        if ok.size:  # one warning naming every model without a price
-            used = np.unique(np.asarray(self._model)[ok])
-            pricing.cost(
-                list(self._model_codes), np.zeros(used.size), np.zeros(used.size),
-                prices=prices, model_index=used,
-            )  # fmt: skip
+        names = list(self._model_codes)
+        used = np.unique(np.asarray(self._model)[ok]).tolist() if ok.size else []
+        pricing.warn_unpriced([names[c] for c in used if c >= 0], prices)
         # Failed requests are not billed; skipped and missing rows stay unknown (NA).
         failed = np.isin(status[:n], (_ERRORED, _CANCELED, _EXPIRED))
         cost_u[:n][failed] = 0.0

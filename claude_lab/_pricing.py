@@ -31,6 +31,7 @@ __all__ = [
     "known_models",
     "resolve_price",
     "validate_prices",
+    "warn_unpriced",
 ]
 
 #: The day the table below was checked against Anthropic's published list prices.
@@ -224,6 +225,14 @@ def _warn_unknown(models: Iterable[str]) -> None:
         PricingWarning,
         stacklevel=3,
     )
+
+
+def warn_unpriced(
+    models: Iterable[str | None], prices: Mapping[str, PriceLike] | None = None
+) -> None:
+    """One :class:`PricingWarning` naming each of ``models`` with no known price."""
+    table = _table(prices)
+    _warn_unknown(m for m in models if m is not None and resolve_price(m, table) is None)
 
 
 _BLOCK = 65_536  # requests priced at once

@@ -369,6 +369,21 @@ def test_unknown_model_cost_is_na_with_one_warning() -> None:
     assert df["claude_cost_usd"][0] == pytest.approx((100 * 2 + 20 * 10) / 1e6 / 2)
 
 
+def test_cost_column_prices_every_slice_and_warns_for_a_model_seen_late() -> None:
+    """The column is priced a few thousand requests at a time: every slice is priced, and
+    a model without a price that only the last request used is still named, once."""
+    n = 10_000
+    ids = [f"r{i}" for i in range(n)]
+    acc = ResultAccumulator(ids)
+    acc.feed_many([succeeded(c) for c in ids[:-1]] + [succeeded(ids[-1], model="claude-x-9")])
+    with pytest.warns(PricingWarning, match=r"claude-x-9") as rec:
+        df = cols_for(acc)
+    assert len(rec) == 1
+    cost = df["claude_cost_usd"]
+    assert cost[: n - 1].notna().all() and (cost[: n - 1] > 0).all() and pd.isna(cost[n - 1])
+    assert cost.sum() == pytest.approx(acc.cost())
+
+
 # ---------------------------------------------------------------- output= / parse=
 
 
