@@ -406,7 +406,7 @@ def _padded(values: Sequence[Any] | np.ndarray, fill: Any, dtype: Any = object) 
 _Slots: TypeAlias = "array.array[int]"
 
 
-_COST_STEP = 4_096  # requests priced at once (pricing makes ~25 float copies of a slice)
+_COST_STEP = 4_096  # requests priced at once by ResultAccumulator._price
 
 
 def _slots(typecode: str, fill: int, n: int) -> array.array[int]:
@@ -601,34 +601,35 @@ class ResultAccumulator:
         ok = np.asarray(self._status) == _SUCCEEDED
         if not cached:
             ok &= np.asarray(self._cached) == 0
-        ok = np.flatnonzero(ok)
-        # A slice at a time: this runs on every poll and once more after the table is
-        # built, where whole-job temporaries (6 MB per 100k) would set the run's peak.
-        return sum(
-            (
-                float(np.nansum(self._price(ok[k : k + _COST_STEP], prices, warn=False)))
-                for k in range(0, ok.size, _COST_STEP)
-            ),
-            0.0,
-        )
+        return float(np.nansum(self._price(np.flatnonzero(ok), prices)))
 
     def _price(
-        self, uids: np.ndarray, prices: Mapping[str, pricing.PriceLike] | None, *, warn: bool
+        self, uids: np.ndarray, prices: Mapping[str, pricing.PriceLike] | None
     ) -> np.ndarray:
-        """USD at batch prices of requests ``uids``, from their token counts (read in place)."""
-        view = np.asarray
-        return pricing.cost(
-            list(self._model_codes),
-            view(self._in)[uids].clip(0),
-            view(self._out)[uids].clip(0),
-            view(self._c_read)[uids].clip(0),
-            view(self._c_write)[uids].clip(0),
-            view(self._c_1h)[uids],
-            batch=True,
-            prices=prices,
-            warn=warn,
-            model_index=view(self._model)[uids],
-        )
+        """USD at batch prices of requests ``uids``, from their token counts (read in place);
+        NaN for a model with no price (no warning: see ``pricing.warn_unpriced``).
+
+        A slice at a time: this runs on every poll, for the cost column and once more after
+        the table, where whole-job token copies and pricing's ~25 float copies of what it
+        prices (11 MB per 100k) would set the run's peak.
+        """
+        view, models = np.asarray, list(self._model_codes)
+        out = np.empty(uids.size)
+        for k in range(0, uids.size, _COST_STEP):
+            part = uids[k : k + _COST_STEP]
+            out[k : k + _COST_STEP] = pricing.cost(
+                models,
+                view(self._in)[part].clip(0),
+                view(self._out)[part].clip(0),
+                view(self._c_read)[part].clip(0),
+                view(self._c_write)[part].clip(0),
+                view(self._c_1h)[part],
+                batch=True,
+                prices=prices,
+                warn=False,
+                model_index=view(self._model)[part],
+            )
+        return out
 
     def _store(
         self, lines: Sequence[bytes], custom_ids: Sequence[str] | None, cached: bool
@@ -982,11 +983,7 @@ class ResultAccumulator:
         cost_u = np.full(n + 1, np.nan)
         # Succeeded requests whose usage is known; the others stay NA (or 0.0, below).
         ok = np.flatnonzero((status[:n] == _SUCCEEDED) & (np.asarray(self._in) >= 0))
-        # Priced a slice at a time, as in cost(): whole-job token copies and the pricing's
-        # temporaries would otherwise sit at the table's peak (11 MB per 100k).
-        for k in range(0, ok.size, _COST_STEP):
-            part = ok[k : k + _COST_STEP]
-            cost_u[part] = self._price(part, prices, warn=False)
+        cost_u[ok] = self._price(ok, prices)
         names = list(self._model_codes)
         used = np.unique(np.asarray(self._model)[ok]).tolist() if ok.size else []
         pricing.warn_unpriced([names[c] for c in used if c >= 0], prices)
