@@ -929,7 +929,7 @@ class ResultAccumulator:
             ("cache_read_tokens", self._c_read),
             ("cache_write_tokens", self._c_write),
         ):
-            row = _padded(values, -1, np.int64)[take]
+            row = per_row(_padded(values, -1, np.int64))
             cols[f"{prefix}_{suffix}"] = pd.arrays.IntegerArray(row, row < 0)
 
         cols[f"{prefix}_cost_usd"] = self._cost_column(uid, take, status, prices, rows_are_requests)
@@ -940,7 +940,7 @@ class ResultAccumulator:
         if len(self._batch_ids) > 1:
             cols[f"{prefix}_batch_id"] = _decode(self._batch_ids, self._batch, take)
         cols[f"{prefix}_custom_id"] = _id_strings(self.custom_ids, take, rows_are_requests)
-        cached = _padded(self._cached, False, bool)[take]
+        cached = per_row(_padded(self._cached, False, bool))
         cols[f"{prefix}_cached"] = pd.arrays.BooleanArray(cached, np.zeros(len(take), dtype=bool))
         return cols
 
