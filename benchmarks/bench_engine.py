@@ -1,6 +1,6 @@
 """``df.claude.batch`` against the plain SDK path, as a user runs them: client CPU and peak RSS.
 
-    python benchmarks/bench_engine.py [--rows 100000] [--side ours|sdk]
+    python benchmarks/bench_engine.py [--rows 100000]
 
 The emulator runs in its own process (fastest mode) and each side runs in a
 fresh client subprocess, so each side's CPU time (``time.process_time``, all
@@ -9,6 +9,8 @@ the finished table:
 
 * ours: ``df.claude.batch(...)`` with a fresh journal (``CLAUDE_LAB_HOME`` in a
   temporary folder), then the journal's size on disk;
+* restart: the same call in a new process over that journal (a kernel restart,
+  then Run All): everything comes from the journal, nothing may be sent;
 * sdk: what a user would write with the SDK alone: one request dict per row,
   ``client.messages.batches.create(requests=...)``, poll ``retrieve``, the typed
   ``client.messages.batches.results()`` turned into a DataFrame.
@@ -156,7 +158,27 @@ def side_ours(base_url: str, rows: int) -> dict[str, Any]:
         == out.attrs["claude_lab"]["batch_ids"],
         "maxrss_mib": maxrss,
         "before_mib": before,
+        "batch_ids": out.attrs["claude_lab"]["batch_ids"],
     }
+
+
+def side_restart(base_url: str, rows: int) -> dict[str, Any]:
+    """The same call in a new process over the journal a first run left: a kernel restart,
+    then Run All. Everything comes from the journal; nothing may be sent."""
+    import anthropic
+
+    import claude_lab  # noqa: F401  (registers the accessor)
+
+    df = frame(rows)
+    client = anthropic.Anthropic(base_url=base_url, api_key="bench", timeout=600)
+    before = _rss_now()
+    cpu0 = time.process_time()
+    out = df.claude.batch(
+        PROMPT, model=MODEL, max_tokens=MAX_TOKENS, client=client, progress=None,
+        poll_interval=POLL_S,
+    )  # fmt: skip
+    cpu = time.process_time() - cpu0
+    return {"cpu": cpu, "before_mib": before, "batch_ids": out.attrs["claude_lab"]["batch_ids"]}
 
 
 def side_sdk(base_url: str, rows: int) -> dict[str, Any]:
@@ -215,22 +237,21 @@ def _rss_now() -> float:
 
 
 def child(side: str, base_url: str, rows: int) -> None:
-    out = (side_ours if side == "ours" else side_sdk)(base_url, rows)
+    out = {"ours": side_ours, "restart": side_restart, "sdk": side_sdk}[side](base_url, rows)
     out.setdefault("maxrss_mib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print("RESULT " + json.dumps(out))
 
 
-def spawn(side: str, base_url: str, rows: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "CLAUDE_LAB_HOME": home}
-        cmd = [sys.executable, __file__, "--child", side, "--base-url", base_url]
-        done = subprocess.run(
-            [*cmd, "--rows", str(rows)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+def spawn(side: str, base_url: str, rows: int, home: str) -> dict[str, Any]:
+    env = {**os.environ, "CLAUDE_LAB_HOME": home}
+    cmd = [sys.executable, __file__, "--child", side, "--base-url", base_url]
+    done = subprocess.run(
+        [*cmd, "--rows", str(rows)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return dict(json.loads(line[7:]))
@@ -240,15 +261,18 @@ def spawn(side: str, base_url: str, rows: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--child", choices=("ours", "sdk"))
+    ap.add_argument("--child", choices=("ours", "restart", "sdk"))
     ap.add_argument("--base-url")
     args = ap.parse_args()
     if args.child:
         child(args.child, args.base_url, args.rows)
         return
     with emulator() as base_url:
-        ours = spawn("ours", base_url, args.rows)
-        sdk = spawn("sdk", base_url, args.rows)
+        with tempfile.TemporaryDirectory() as home:
+            ours = spawn("ours", base_url, args.rows, home)
+            restart = spawn("restart", base_url, args.rows, home)  # same journal
+        with tempfile.TemporaryDirectory() as home:
+            sdk = spawn("sdk", base_url, args.rows, home)
     print(f"{args.rows:,} rows, one client process per side, emulator in its own process\n")
     print(f"{'':22} {'ours':>10} {'SDK':>10} {'ours/SDK':>9}")
     for key, label, unit in (
@@ -272,6 +296,16 @@ def main() -> None:
     print(
         f"re-run of the same call: {ours['rerun_cpu']:.2f} s CPU, "
         + ("same batches, nothing sent" if ours["rerun_same_batches"] else "NEW BATCHES SENT")
+    )
+    print(
+        f"re-run after a restart:  {restart['cpu']:.2f} s CPU, peak RSS"
+        f" {restart['maxrss_mib']:.1f} MiB ({restart['maxrss_mib'] / sdk['maxrss_mib']:.2f}x the"
+        " SDK path's), "
+        + (
+            "same batches, nothing sent"
+            if restart["batch_ids"] == ours["batch_ids"]
+            else "NEW BATCHES SENT"
+        )
     )
     print("\nour CPU by stage (thread CPU, exclusive; 'other' = the rest of the process):")
     stages = ours["stages"]

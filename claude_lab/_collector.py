@@ -505,7 +505,7 @@ class ResultAccumulator:
 
     def feed_cached(self, custom_id: str, line: bytes) -> int:
         """Like :meth:`feed`, for a line served from the result cache (costs nothing now)."""
-        return self._store([line], [custom_id], True)[0]
+        return self.feed_many([line], [custom_id], cached=True)[0]
 
     def feed_many(
         self,
@@ -513,10 +513,21 @@ class ResultAccumulator:
         custom_ids: Sequence[str] | None = None,
         *,
         cached: bool = False,
+        uids: Sequence[int] | np.ndarray | None = None,
     ) -> list[int]:
-        """:meth:`feed` (or with ``cached``, :meth:`feed_cached` with ``custom_ids``) for
-        each line, in one pass: each line's ``u`` (or -1)."""
-        return self._store(lines, custom_ids, cached)
+        """:meth:`feed` for each line, in one pass: each line's ``u`` (or -1).
+
+        ``custom_ids`` or ``uids`` say whose each line is (the journal knows, e.g. for
+        the cache), instead of the line's own custom_id; ``cached``: served from the
+        result cache (costs nothing now).
+        """
+        known: list[int] | None = None
+        if custom_ids is not None:
+            index = self._lookup()
+            known = [index.get(c, -1) for c in custom_ids]
+        elif uids is not None:
+            known = uids.tolist() if isinstance(uids, np.ndarray) else list(uids)
+        return self._store(lines, known, cached)
 
     def statuses(self, uids: Sequence[int]) -> list[str]:
         """The status names of requests ``uids`` (see :meth:`status_of`)."""
@@ -631,15 +642,16 @@ class ResultAccumulator:
             )
         return out
 
-    def _store(
-        self, lines: Sequence[bytes], custom_ids: Sequence[str] | None, cached: bool
-    ) -> list[int]:
+    def _store(self, lines: Sequence[bytes], uids: Sequence[int] | None, cached: bool) -> list[int]:
         # The hot loop of a 100k-row job: one function, the per-u slots bound to
         # locals, the common reply (one text block) inline; no per-line objects
         # beyond what orjson builds.
         if not lines:  # e.g. no cached hits: no lookup built (6 MB per 100k) before submit
             return []
-        index, status, pass_of, text = self._lookup(), self._status, self._pass_of, self._text
+        # Lines whose requests are known need no lookup (6 MB per 100k): a re-attach
+        # feeds all of a run's lines that way.
+        index = self._lookup() if uids is None else {}
+        status, pass_of, text = self._status, self._pass_of, self._text
         stop, model, stop_codes, model_codes = (
             self._stop,
             self._model,
@@ -660,7 +672,12 @@ class ResultAccumulator:
                 out.append(-1)
                 continue
             try:
-                u = index[obj["custom_id"] if custom_ids is None else custom_ids[k]]
+                if uids is None:
+                    u = index[obj["custom_id"]]
+                else:
+                    u = uids[k]
+                    if u < 0 or type(obj) is not dict:
+                        raise KeyError(u)
             except (KeyError, TypeError):
                 if isinstance(obj, dict):
                     self.unknown += 1

@@ -328,8 +328,8 @@ def messages(
             requests=(enc.custom_ids, enc.params),
         )
         if p.cache:
-            for cid, line in jnl.cached_results(enc.custom_ids, endpoint).items():
-                acc.feed_cached(cid, line)
+            for _, pos, lines in jnl.results(enc.custom_ids, endpoint, succeeded_only=True):
+                acc.feed_many(lines, uids=pos, cached=True)
         todo = [u for u in range(len(enc.custom_ids)) if not acc.filled[u]]
         display = p.make_display(None)
         started = time.monotonic()

@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -256,6 +255,7 @@ _SETTLED_STATUSES = ("ended", "canceled", "failed", "abandoned")
 
 _BUSY_TIMEOUT_S = 30.0
 _CHUNK = 500  # ids per IN (...) query; well under SQLite's bound-variable limit
+_FIND_CHUNK = 5000  # ids per JSON array looked up in the result index
 
 
 @dataclass(frozen=True)
@@ -338,6 +338,31 @@ def _ts(value: str | datetime | None) -> str | None:
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).isoformat()
     return value
+
+
+@dataclass(frozen=True)
+class Found:
+    """Where the best stored result line of each request found is, as columns sorted by
+    storage (result file, then line), so each file is read once and in order.
+
+    ``pos`` is the request's position in the custom_ids asked for.
+    """
+
+    pos: np.ndarray
+    file_id: np.ndarray
+    ord: np.ndarray
+    succeeded: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Found:
+        none = np.zeros(0, dtype=np.int64)
+        return cls(none, none, none, np.zeros(0, dtype=bool))
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    def take(self, mask: np.ndarray) -> Found:
+        return Found(self.pos[mask], self.file_id[mask], self.ord[mask], self.succeeded[mask])
 
 
 def _clean_endpoint(endpoint: str) -> str:
@@ -651,20 +676,40 @@ class Journal:
         out: dict[str, dict[str, int]] = {}
         for jid, job_status, endpoint, ids_blob in jobs:
             sums = out[jid] = dict.fromkeys(ROW_COUNT_KINDS, 0)
-            row_ids = _unpack_ids(ids_blob)
-            hits = self._hits([c for c in row_ids if c], endpoint, succeeded_only=False)
-            hits.sort(key=itemgetter(4, 1, 2))  # as job_results_by_batch ranks them
-            best = {h[0]: h for h in hits}
-            status = {c: "succeeded" for c, h in best.items() if h[4]}
-            failed = [h for h in best.values() if not h[4]]
-            for cid, (_, line) in self._lines(failed).items():  # only failures need reading
-                status[cid] = _line_status(line)
+            per_id = Counter(_unpack_ids(ids_blob))
+            sums["skipped"] = per_id.pop("", 0)
+            ids = list(per_id)
+            found = self.find_results(ids, endpoint)
+            status = dict.fromkeys(found.pos[found.succeeded].tolist(), "succeeded")
+            failed = found.take(~found.succeeded)
+            for _, pos, lines in self.read_results(failed):  # only failures need reading
+                status.update(zip(pos.tolist(), map(_line_status, lines)))
+            batch_of = self._batch_ids(found.file_id)
+            foreign = {
+                p
+                for p, f in zip(found.pos.tolist(), found.file_id.tolist())
+                if owner.get(batch_of.get(f)) != jid
+            }
             pending = "missing" if job_status in ("ended", "canceled") else "processing"
-            for cid, count in Counter(row_ids).items():
-                kind = "skipped" if not cid else status.get(cid, pending)
-                sums[kind] += count
-                if cid in best and owner.get(best[cid][3]) != jid:
+            for p, count in enumerate(per_id.values()):
+                sums[status.get(p, pending)] += count
+                if p in foreign:
                     sums["cached"] += count
+        return out
+
+    def _batch_ids(self, file_ids: np.ndarray) -> dict[int, str]:
+        """The batch each of these result files came from."""
+        wanted = np.unique(file_ids).tolist()
+        out: dict[int, str] = {}
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            out.update(
+                self._read(
+                    "SELECT id, batch_id FROM result_files"
+                    f" WHERE id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+            )
         return out
 
     def list_jobs(self) -> pd.DataFrame:
@@ -1141,71 +1186,115 @@ class Journal:
                 (file_id, index),
             )
 
-    def cached_results(self, custom_ids: Iterable[str], endpoint: str) -> dict[str, bytes]:
-        """The newest succeeded result line for each of these requests that has one.
+    def find_results(
+        self, custom_ids: Sequence[str], endpoint: str, *, succeeded_only: bool = False
+    ) -> Found:
+        """Where the best line known at ``endpoint`` for each of ``custom_ids`` is stored,
+        from the index alone: a success (from any job) beats any failure, otherwise the
+        newest wins. ``succeeded_only``: successes only (the result cache).
 
         Only results fetched from ``endpoint`` count: an emulator's reply must never
         answer a request meant for the real API, nor the other way round.
         """
-        hits = self._hits(custom_ids, _clean_endpoint(endpoint), succeeded_only=True)
-        return {cid: line for cid, (_, line) in self._lines(hits).items()}
+        endpoint = _clean_endpoint(endpoint)
+        if not custom_ids or not self._read(
+            "SELECT 1 FROM result_files WHERE endpoint = ? LIMIT 1", (endpoint,)
+        ):
+            return Found.empty()  # nothing was ever fetched from there: no lookups to make
+        # The ids go in as one JSON array per query and come back as their positions in
+        # it: no custom_id string is made per hit (8 MB per 100k), nor a bound variable.
+        sql = (
+            "SELECT j.key, i.file_id, i.ord, i.succeeded FROM json_each(?) j"
+            " JOIN result_index i ON i.custom_id = j.value"
+            " JOIN result_files f ON f.id = i.file_id WHERE f.endpoint = ?"
+        ) + (" AND i.succeeded = 1" if succeeded_only else "")
+        parts: list[np.ndarray] = []
+        with self._lock, self._guard():
+            cur = self._db.cursor()
+            cur.row_factory = None  # plain tuples: a sqlite3.Row each is 4x the cost here
+            for start in range(0, len(custom_ids), _FIND_CHUNK):
+                ids = orjson.dumps(list(custom_ids[start : start + _FIND_CHUNK])).decode()
+                rows = cur.execute(sql, (ids, endpoint)).fetchall()
+                if rows:
+                    flat = itertools.chain.from_iterable(rows)
+                    part = np.fromiter(flat, dtype=np.int64, count=4 * len(rows))
+                    part = part.reshape(-1, 4)
+                    part[:, 0] += start
+                    parts.append(part)
+        if not parts:
+            return Found.empty()
+        # One column at a time, so the whole set of hits is never copied at once.
+        pos, file_id, line, ok = (np.concatenate([p[:, k] for p in parts]) for k in range(4))
+        del parts
+        # Several hits of a request (a retry's, another job's) leave the best: a success,
+        # then the newest. Usually each has one, in the order asked: no sort needed.
+        if pos.size > 1 and not (pos[1:] > pos[:-1]).all():
+            order = np.lexsort((line, file_id, ok, pos))
+            last = np.ones(pos.size, dtype=bool)
+            last[:-1] = pos[order][1:] != pos[order][:-1]
+            order = order[last]
+            pos, file_id, line, ok = pos[order], file_id[order], line[order], ok[order]
+        order = np.lexsort((line, file_id))  # storage order: each file read once, forward
+        return Found(pos[order], file_id[order], line[order], ok[order] != 0)
 
-    def cached_ids(self, custom_ids: Iterable[str], endpoint: str) -> set[str]:
+    def read_results(
+        self, found: Found, step: int = 4096
+    ) -> Iterator[tuple[str, np.ndarray, list[bytes]]]:
+        """The lines ``found`` points to, ``step`` at a time: ``(batch_id, pos, lines)``.
+
+        Each result file (at most 10k lines or 8 MB, as a download stores them) is read
+        and decompressed once, and its lines are cut a block at a time: a run's lines
+        are never all held at once (a re-run of 100k rows held ~90 MB so before).
+        """
+        cuts = np.flatnonzero(np.diff(found.file_id)) + 1
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(found)]):
+            if a == b:
+                continue
+            rows = self._read(
+                "SELECT batch_id, lines FROM result_files WHERE id = ?",
+                (int(found.file_id[a]),),
+            )
+            if not rows:
+                continue  # pruned since it was found
+            batch_id, blob = rows[0]
+            pos = found.pos[a:b]
+            for k, lines in _pick(blob, found.ord[a:b], step):
+                yield batch_id, pos[k : k + len(lines)], lines
+
+    def results(
+        self, custom_ids: Sequence[str], endpoint: str, *, succeeded_only: bool = False
+    ) -> Iterator[tuple[str, np.ndarray, list[bytes]]]:
+        """``read_results(find_results(...))``: the best lines for ``custom_ids``, streamed."""
+        return self.read_results(
+            self.find_results(custom_ids, endpoint, succeeded_only=succeeded_only)
+        )
+
+    def cached_results(self, custom_ids: Sequence[str], endpoint: str) -> dict[str, bytes]:
+        """``{custom_id: line}``, the newest succeeded line of each request that has one
+        (see ``results`` to stream them instead)."""
+        return {
+            custom_ids[p]: line
+            for _, pos, lines in self.results(custom_ids, endpoint, succeeded_only=True)
+            for p, line in zip(pos.tolist(), lines)
+        }
+
+    def cached_ids(self, custom_ids: Sequence[str], endpoint: str) -> set[str]:
         """Which of these requests ``cached_results`` would answer, from the index alone
         (no result file is read)."""
-        return {h[0] for h in self._hits(custom_ids, _clean_endpoint(endpoint), True)}
+        found = self.find_results(custom_ids, endpoint, succeeded_only=True)
+        return {custom_ids[p] for p in found.pos.tolist()}
 
     def job_results(self, job_id: str) -> dict[str, bytes]:
-        """For each of the job's requests, the best line known at the job's endpoint: a
-        success (from any job) beats any failure; otherwise the newest."""
-        return {cid: line for cid, (_, line) in self.job_results_by_batch(job_id).items()}
-
-    def job_results_by_batch(self, job_id: str) -> dict[str, tuple[str, bytes]]:
-        """Like ``job_results``, with the batch each line came from."""
+        """For each of the job's requests, the best line known at the job's endpoint."""
         rows = self._read("SELECT endpoint FROM jobs WHERE job_id = ?", (job_id,))
         if not rows:
             return {}
-        hits = self._hits(self.job_custom_ids(job_id), rows[0][0], succeeded_only=False)
-        # A success beats any failure; among equals the newest wins (the last one kept).
-        hits.sort(key=itemgetter(4, 1, 2))
-        return self._lines(hits)
-
-    def _hits(
-        self, custom_ids: Iterable[str], endpoint: str, succeeded_only: bool
-    ) -> list[tuple[str, int, int, str, int]]:
-        """Index entries ``(custom_id, file_id, ord, batch_id, succeeded)`` at ``endpoint``,
-        oldest first."""
-        where = "f.endpoint = ?" + (" AND i.succeeded = 1" if succeeded_only else "")
-        out: list[tuple[str, int, int, str, int]] = []
-        if not self._read("SELECT 1 FROM result_files WHERE endpoint = ? LIMIT 1", (endpoint,)):
-            return out  # nothing was ever fetched from there: no lookups to make
-        keys = list(dict.fromkeys(custom_ids))
-        with self._lock, self._guard():
-            for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start : start + _CHUNK]
-                out += self._db.execute(
-                    "SELECT i.custom_id, i.file_id, i.ord, f.batch_id, i.succeeded"
-                    " FROM result_index i JOIN result_files f ON f.id = i.file_id"
-                    f" WHERE i.custom_id IN ({', '.join('?' * len(chunk))}) AND {where}",
-                    [*chunk, endpoint],
-                ).fetchall()
-        out.sort(key=itemgetter(1, 2))
-        return out
-
-    def _lines(self, hits: Sequence[Sequence[Any]]) -> dict[str, tuple[str, bytes]]:
-        """``{custom_id: (batch_id, line)}`` from hits in rising order of preference (the
-        last hit of a custom_id wins); each blob is decompressed once."""
-        best = {h[0]: (h[1], h[2], h[3]) for h in hits}
-        files: dict[int, list[bytes]] = {}
-        wanted = sorted({f for f, _, _ in best.values()})
-        for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start : start + _CHUNK]
-            for file_id, blob in self._read(
-                f"SELECT id, lines FROM result_files WHERE id IN ({', '.join('?' * len(chunk))})",
-                chunk,
-            ):
-                files[file_id] = _unpack(blob)
-        return {cid: (batch_id, files[f][o]) for cid, (f, o, batch_id) in best.items()}
+        ids = self.job_custom_ids(job_id)
+        return {
+            ids[p]: line
+            for _, pos, lines in self.results(ids, rows[0][0])
+            for p, line in zip(pos.tolist(), lines)
+        }
 
     # -- housekeeping -----------------------------------------------------------------
 
@@ -1434,6 +1523,21 @@ def _unpack(blob: bytes) -> list[bytes]:
     starts[:1] = 4 + 4 * n
     starts[1:] = ends[:-1]
     return [raw[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+
+
+def _pick(blob: bytes, ords: np.ndarray, step: int) -> Iterator[tuple[int, list[bytes]]]:
+    """The items of a ``_pack`` blob at the rising positions ``ords``, ``step`` at a
+    time: ``(offset into ords, items)``."""
+    raw = _inflate(blob)
+    n = int.from_bytes(raw[:4], "little")
+    lengths = np.frombuffer(raw, dtype="<u4", count=n, offset=4).astype(np.int64)
+    ends = np.cumsum(lengths)
+    ends += 4 + 4 * n
+    starts = ends - lengths
+    del lengths
+    for k in range(0, len(ords), step):
+        block = ords[k : k + step]
+        yield k, [raw[a:b] for a, b in zip(starts[block].tolist(), ends[block].tolist())]
 
 
 def _pack_ids(ids: Sequence[str]) -> bytes:

@@ -181,19 +181,20 @@ class Worker:
         """This job's batches and results from the ledger (when re-attaching), then the
         cache; and the cost ceiling of what is left to send."""
         acc = self.acc
+        ids, endpoint = self.custom_ids, str(self.config.endpoint)
         if attached:
-            own = {rec.batch_id for rec in self._ledger.batches(self.job_id)}
-            by_batch: dict[str, list[tuple[str, bytes]]] = {}
-            for cid, (batch_id, line) in self._ledger.job_results_by_batch(self.job_id).items():
-                by_batch.setdefault(batch_id, []).append((cid, line))
-            for batch_id, items in by_batch.items():
-                acc.begin_pass(batch_id=batch_id)
-                lines = [line for _, line in items]
-                if batch_id in own:
-                    acc.feed_many(lines)
-                else:  # another job paid for these
-                    acc.feed_many(lines, [cid for cid, _ in items], cached=True)
-            for rec in self._ledger.batches(self.job_id):
+            records = self._ledger.batches(self.job_id)
+            own = {rec.batch_id for rec in records}
+            found = self._ledger.find_results(ids, endpoint)
+            memory.give_back()  # the lookup's temporaries, before a line is read
+            current = None
+            for batch_id, pos, lines in self._ledger.read_results(found):
+                if batch_id != current:
+                    acc.begin_pass(batch_id=batch_id)
+                    current = batch_id
+                # Lines of another job's batches were paid for there: cached here.
+                acc.feed_many(lines, uids=pos, cached=batch_id not in own)
+            for rec in records:
                 b = Batch(
                     rec.batch_id,
                     rec.request_count,
@@ -207,13 +208,22 @@ class Worker:
             # Fetched by an earlier call, so not paid by this one.
             acc.mark_cached(np.flatnonzero(acc.filled))
         if cache:
-            wanted = [c for u, c in enumerate(self.custom_ids) if not acc.filled[u]]
-            hits = self._ledger.cached_results(wanted, str(self.config.endpoint))
-            acc.feed_many(list(hits.values()), list(hits), cached=True)
+            wanted = np.flatnonzero(~acc.filled)
+            asked = [ids[u] for u in wanted.tolist()]
+            found = self._ledger.find_results(asked, endpoint, succeeded_only=True)
+            del asked
+            if len(found):
+                memory.give_back()
+            for _, pos, lines in self._ledger.read_results(found):
+                acc.feed_many(lines, uids=wanted[pos], cached=True)
         self.cached_rows = int(np.isin(self.row_uid, np.flatnonzero(acc.cached)).sum())
         todo = self._uncarried()
         if len(todo) and self._params is not None:
             self.estimated_cost = variants.ceiling(self.config, self._params, self.row_uid, todo)
+        elif not len(todo):
+            # Nothing left to send (a re-run, the cache): as after a submission, the
+            # ledger has the params should a retry need them (16 MB per 100k requests).
+            self._params = None
 
     # -- control from the handle ---------------------------------------------------------
 

@@ -243,6 +243,34 @@ def test_job_results_precedence(journal: Journal) -> None:
     assert journal.job_results(other) == {cid(4): line(cid(4), "succeeded", "cache")}
 
 
+def test_results_stream_a_block_at_a_time_in_any_order_asked(journal: Journal) -> None:
+    job_id = make_job(journal)
+    ids = [cid(i) for i in range(7)]
+    journal.add_requests(job_id, ids, [b"{}"] * 7)
+    submit(journal, job_id, "b1", ids)
+    # Two result files for one batch, as a download stores them chunk by chunk.
+    journal.store_results(
+        "b1", [(c, "succeeded", line(c, "succeeded", f"a{i}")) for i, c in enumerate(ids[:4])]
+    )
+    journal.store_results(
+        "b1", [(c, "errored", line(c, "errored", f"b{i}")) for i, c in enumerate(ids[4:])]
+    )
+    asked = [*ids[::-1], cid(99)]  # any order, and one request that has no result
+    found = journal.find_results(asked, ENDPOINT)
+    assert len(found) == 7
+    blocks = list(journal.read_results(found, step=2))
+    assert len(blocks) == 4  # 4 lines of one file, 3 of the other: never more than 2 a block
+    assert all(len(lines) <= 2 and len(pos) == len(lines) for _, pos, lines in blocks)
+    assert {batch for batch, _, _ in blocks} == {"b1"}
+    got = {asked[p]: x for _, pos, lines in blocks for p, x in zip(pos.tolist(), lines)}
+    assert got == journal.job_results(job_id)
+    assert got[cid(1)] == line(cid(1), "succeeded", "a1")
+    assert got[cid(5)] == line(cid(5), "errored", "b1")
+    ok = journal.find_results(asked, ENDPOINT, succeeded_only=True)
+    assert sorted(asked[p] for p in ok.pos.tolist()) == ids[:4]
+    assert len(journal.find_results(asked, "http://127.0.0.1:9")) == 0
+
+
 def test_index_labels_round_trip(journal: Journal) -> None:
     frames = [
         pd.DataFrame(
