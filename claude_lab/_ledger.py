@@ -688,7 +688,7 @@ class Journal:
             foreign = {
                 p
                 for p, f in zip(found.pos.tolist(), found.file_id.tolist())
-                if owner.get(batch_of.get(f)) != jid
+                if f in batch_of and owner.get(batch_of[f]) != jid  # (f: pruned meanwhile)
             }
             pending = "missing" if job_status in ("ended", "canceled") else "processing"
             for p, count in enumerate(per_id.values()):
