@@ -19,8 +19,11 @@ import orjson
 import pandas as pd
 import pytest
 from emulator_helpers import until as _until
+from test_results import errored, succeeded
 
 import claude_lab
+from claude_lab import _job
+from claude_lab._ledger import open_journal
 from claude_lab.emulator import Emulator, RowError, serve
 from claude_lab.emulator._process import spawned
 
@@ -517,3 +520,49 @@ def test_attach_reapplies_parse_and_output_of_the_original_call(fast: Emulator) 
     job = claude_lab.attach(structured["claude_batch_id"].iloc[0], client=fast.client())
     rebuilt = job.result(timeout=30)
     assert rebuilt["claude_score"].tolist() == structured["claude_score"].tolist()
+
+
+def test_rebuilding_a_job_whose_result_files_interleave_with_another_jobs() -> None:
+    # Two jobs downloading at once store their result files in turn: job A's batch is
+    # split around job B's. Rebuilt offline, every row of A gets its best line: its own
+    # successes, B's successes where A's own try errored (cached: B paid), and missing.
+    endpoint = "https://api.example.test"
+    ids = [f"r{n:032x}" for n in range(40)]
+    a_ids, b_ids = ids[:30], ids[20:]
+    jnl = open_journal()
+
+    def job(fingerprint: str, cids: list[str], batch_id: str) -> str:
+        job_id = jnl.create_job(
+            fingerprint=fingerprint, endpoint=endpoint, model="claude-haiku-4-5",
+            templates={"prompt": "{x}"}, params={"max_tokens": 10}, name="claude",
+            row_count=len(cids), request_count=len(cids), package_version="0",
+            meta={"cache": True}, rows=(list(range(len(cids))), cids),
+            requests=(cids, [b"{}"] * len(cids)),
+        )  # fmt: skip
+        sub = jnl.begin_submission(job_id, 0, len(cids), 10)
+        jnl.finish_submission(sub, batch_id, None, None, cids)
+        return job_id
+
+    def store(batch_id: str, cids: list[str], line: Callable[[str], bytes]) -> None:
+        ok = "succeeded" if line is succeeded else "errored"
+        jnl.store_lines(batch_id, cids, [ok] * len(cids), [line(c) for c in cids])
+
+    a = job("fa", a_ids, "batch_a")
+    job("fb", b_ids, "batch_b")
+    store("batch_a", a_ids[:10], succeeded)
+    store("batch_b", b_ids[:7], succeeded)  # ids 20-26
+    store("batch_a", a_ids[10:25], errored)  # 20-24 also succeeded in B
+    jnl.set_job_status(a, "ended")
+
+    out, _ = _job.load_result(a)
+    status = out["claude_status"].tolist()
+    assert status == ["succeeded"] * 10 + ["errored"] * 10 + ["succeeded"] * 7 + ["missing"] * 3
+    assert out["claude_batch_id"].tolist()[:10] == ["batch_a"] * 10
+    assert (
+        out["claude_error"].notna().tolist()
+        == [False] * 10 + [True] * 10 + [False] * 7 + [True] * 3
+    )
+    assert out["claude_cached"].tolist()[20:27] == [True] * 7
+    assert out["claude_custom_id"].tolist() == a_ids
+    counts = {kind: n for kind, n in jnl.row_counts(a)[a].items() if n}
+    assert counts == {"succeeded": 17, "errored": 10, "missing": 3, "cached": 7}
