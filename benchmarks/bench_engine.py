@@ -120,6 +120,14 @@ def _instrument() -> None:
     )
 
 
+def _call(df: Any, client: Any) -> Any:
+    """The call a user makes: ``df.claude.batch`` with the benchmark's prompt and model."""
+    return df.claude.batch(
+        PROMPT, model=MODEL, max_tokens=MAX_TOKENS, client=client, progress=None,
+        poll_interval=POLL_S,
+    )  # fmt: skip
+
+
 def side_ours(base_url: str, rows: int) -> dict[str, Any]:
     import anthropic
 
@@ -130,10 +138,7 @@ def side_ours(base_url: str, rows: int) -> dict[str, Any]:
     client = anthropic.Anthropic(base_url=base_url, api_key="bench", timeout=600)
     before = _rss_now()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    out = df.claude.batch(
-        PROMPT, model=MODEL, max_tokens=MAX_TOKENS, client=client, progress=None,
-        poll_interval=POLL_S,
-    )  # fmt: skip
+    out = _call(df, client)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     status_col = next(c for c in out.columns if c.endswith("_status"))
     assert (out[status_col] == "succeeded").all(), out[status_col].value_counts()
@@ -142,10 +147,7 @@ def side_ours(base_url: str, rows: int) -> dict[str, Any]:
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the re-run
     stages = dict(_stage_cpu)
     cpu1 = time.process_time()
-    again = df.claude.batch(
-        PROMPT, model=MODEL, max_tokens=MAX_TOKENS, client=client, progress=None,
-        poll_interval=POLL_S,
-    )  # fmt: skip
+    again = _call(df, client)
     rerun_cpu = time.process_time() - cpu1
     return {
         "cpu": cpu,
@@ -173,10 +175,7 @@ def side_restart(base_url: str, rows: int) -> dict[str, Any]:
     client = anthropic.Anthropic(base_url=base_url, api_key="bench", timeout=600)
     before = _rss_now()
     cpu0 = time.process_time()
-    out = df.claude.batch(
-        PROMPT, model=MODEL, max_tokens=MAX_TOKENS, client=client, progress=None,
-        poll_interval=POLL_S,
-    )  # fmt: skip
+    out = _call(df, client)
     cpu = time.process_time() - cpu0
     return {"cpu": cpu, "before_mib": before, "batch_ids": out.attrs["claude_lab"]["batch_ids"]}
 
