@@ -503,10 +503,6 @@ class ResultAccumulator:
         """Store one results line; return its ``u``, or -1 if blank, unknown or a duplicate."""
         return self._store([line], None, False)[0]
 
-    def feed_cached(self, custom_id: str, line: bytes) -> int:
-        """Like :meth:`feed`, for a line served from the result cache (costs nothing now)."""
-        return self.feed_many([line], [custom_id], cached=True)[0]
-
     def feed_many(
         self,
         lines: Sequence[bytes],

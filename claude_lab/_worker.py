@@ -186,7 +186,8 @@ class Worker:
             records = self._ledger.batches(self.job_id)
             own = {rec.batch_id for rec in records}
             found = self._ledger.find_results(ids, endpoint)
-            memory.give_back()  # the lookup's temporaries, before a line is read
+            if len(found):
+                memory.give_back()  # the lookup's temporaries, before a line is read
             current = None
             for batch_id, pos, lines in self._ledger.read_results(found):
                 if batch_id != current:
@@ -211,7 +212,6 @@ class Worker:
             wanted = np.flatnonzero(~acc.filled)
             asked = [ids[u] for u in wanted.tolist()]
             found = self._ledger.find_results(asked, endpoint, succeeded_only=True)
-            del asked
             if len(found):
                 memory.give_back()
             for _, pos, lines in self._ledger.read_results(found):
