@@ -506,23 +506,17 @@ class ResultAccumulator:
     def feed_many(
         self,
         lines: Sequence[bytes],
-        custom_ids: Sequence[str] | None = None,
         *,
         cached: bool = False,
         uids: Sequence[int] | np.ndarray | None = None,
     ) -> list[int]:
         """:meth:`feed` for each line, in one pass: each line's ``u`` (or -1).
 
-        ``custom_ids`` or ``uids`` say whose each line is (the journal knows, e.g. for
-        the cache), instead of the line's own custom_id; ``cached``: served from the
-        result cache (costs nothing now).
+        ``uids``: whose each line is, when the journal knows (a re-attach, the cache),
+        instead of the line's own custom_id; ``cached``: served from the result cache
+        (costs nothing now).
         """
-        known: list[int] | None = None
-        if custom_ids is not None:
-            index = self._lookup()
-            known = [index.get(c, -1) for c in custom_ids]
-        elif uids is not None:
-            known = uids.tolist() if isinstance(uids, np.ndarray) else list(uids)
+        known = uids.tolist() if isinstance(uids, np.ndarray) else uids
         return self._store(lines, known, cached)
 
     def statuses(self, uids: Sequence[int]) -> list[str]:

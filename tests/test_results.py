@@ -341,7 +341,7 @@ def test_failed_requests_cost_nothing_missing_is_unknown() -> None:
 
 def test_cached_rows_keep_their_price_but_are_not_spent_again() -> None:
     acc = ResultAccumulator(["a", "b"])
-    assert acc.feed_many([succeeded("a", "from cache")], ["a"], cached=True) == [0]
+    assert acc.feed_many([succeeded("a", "from cache")], uids=[0], cached=True) == [0]
     acc.begin_pass("msgbatch_1")
     acc.feed(succeeded("b", "fresh"))
     # The cached id reappearing in a download is a re-sent line, not a duplicate.
