@@ -15,6 +15,10 @@ the finished table:
   ``client.messages.batches.create(requests=...)``, poll ``retrieve``, the typed
   ``client.messages.batches.results()`` turned into a DataFrame.
 
+Each side also reports its resting RSS: after the call, once its garbage is collected
+and glibc's freed pages are handed back, with only the table alive. It is the floor
+the peak stands on (the table plus what the run's allocations leave behind).
+
 Ratios (ours / SDK) come from the same run. Our time is also split into stages
 (per-thread CPU, exclusive of nested stages), so the next person sees where it
 goes. Figures are printed, never asserted. The machine may be shared: run once.
@@ -145,6 +149,7 @@ def side_ours(base_url: str, rows: int) -> dict[str, Any]:
     home = Path(os.environ["CLAUDE_LAB_HOME"])
     size = sum(p.stat().st_size for p in home.glob("journal.sqlite3*"))
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the re-run
+    rest = _resting()
     stages = dict(_stage_cpu)
     cpu1 = time.process_time()
     again = _call(df, client)
@@ -160,6 +165,7 @@ def side_ours(base_url: str, rows: int) -> dict[str, Any]:
         == out.attrs["claude_lab"]["batch_ids"],
         "maxrss_mib": maxrss,
         "before_mib": before,
+        "rest_mib": rest,
         "batch_ids": out.attrs["claude_lab"]["batch_ids"],
     }
 
@@ -226,6 +232,8 @@ def side_sdk(base_url: str, rows: int) -> dict[str, Any]:
         "wall": wall,
         "table_bytes": int(out.memory_usage(deep=True).sum()),
         "before_mib": before,
+        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rest_mib": _resting(),
     }
 
 
@@ -233,6 +241,20 @@ def _rss_now() -> float:
     """This process's resident memory now (MiB): imports, the frame and the client."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _resting() -> float:
+    """RSS (MiB) once the call has returned, its garbage collected and glibc's freed pages
+    handed back (``malloc_trim``), with the table still alive: the floor any peak sits on."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    # Not glibc: nothing is handed back, and the figure reads higher.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return _rss_now()
 
 
 def child(side: str, base_url: str, rows: int) -> None:
@@ -289,6 +311,11 @@ def main() -> None:
         f" {grown['ours'] / grown['sdk']:9.2f}x  (MiB; the start is the interpreter with"
         f" anthropic and pandas, the frame and the client: {ours['before_mib']:.0f} /"
         f" {sdk['before_mib']:.0f} MiB)"
+    )
+    print(
+        f"{'resting, table alive':22} {ours['rest_mib']:10.2f} {sdk['rest_mib']:10.2f}"
+        f" {ours['rest_mib'] / sdk['rest_mib']:9.2f}x  (MiB, after the call, gc and malloc_trim;"
+        f" ours is {ours['rest_mib'] / sdk['maxrss_mib']:.2f}x the SDK path's peak)"
     )
     print(f"\njournal after the run:  {ours['journal_bytes'] / 2**20:.1f} MiB")
     print(f"final table (deep):     {ours['table_bytes'] / 2**20:.1f} MiB")
