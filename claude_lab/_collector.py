@@ -494,8 +494,13 @@ class ResultAccumulator:
         """
         self._pass += 1
         if batch_id is not None:
-            self._batch_ids.append(batch_id)
-            self._batch_slot = len(self._batch_ids) - 1
+            # A batch met again (a re-attach reads its result files interleaved with
+            # other batches') keeps its slot: one entry per batch, not per switch.
+            try:
+                self._batch_slot = self._batch_ids.index(batch_id)
+            except ValueError:
+                self._batch_ids.append(batch_id)
+                self._batch_slot = len(self._batch_ids) - 1
         else:
             self._batch_slot = 0
 

@@ -246,6 +246,18 @@ def test_batch_id_per_pass() -> None:
     assert df["claude_batch_id"].isna()[2]
 
 
+def test_batch_met_again_keeps_its_one_slot() -> None:
+    # A re-attach reads result files in storage order, which may switch between batches
+    # many times: the per-batch bookkeeping must not grow with each switch.
+    cids = ids(6)
+    acc = ResultAccumulator(cids)
+    for k, batch in enumerate(["msgbatch_a", "msgbatch_b"] * 3):
+        acc.begin_pass(batch)
+        acc.feed(succeeded(cids[k]))
+    assert len(acc._batch_ids) == 3  # the no-batch slot, a and b
+    assert cols_for(acc)["claude_batch_id"].tolist() == ["msgbatch_a", "msgbatch_b"] * 3
+
+
 def test_no_batch_id_column_without_batch_ids() -> None:
     acc = ResultAccumulator(["a"])
     acc.feed(succeeded("a"))
