@@ -148,7 +148,7 @@ def side_ours(base_url: str, rows: int) -> dict[str, Any]:
     assert (out[status_col] == "succeeded").all(), out[status_col].value_counts()
     home = Path(os.environ["CLAUDE_LAB_HOME"])
     size = sum(p.stat().st_size for p in home.glob("journal.sqlite3*"))
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the re-run
+    maxrss = _peak()  # before the re-run
     rest = _resting()
     stages = dict(_stage_cpu)
     cpu1 = time.process_time()
@@ -232,7 +232,7 @@ def side_sdk(base_url: str, rows: int) -> dict[str, Any]:
         "wall": wall,
         "table_bytes": int(out.memory_usage(deep=True).sum()),
         "before_mib": before,
-        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "maxrss_mib": _peak(),
         "rest_mib": _resting(),
     }
 
@@ -241,6 +241,11 @@ def _rss_now() -> float:
     """This process's resident memory now (MiB): imports, the frame and the client."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak() -> float:
+    """This process's peak resident memory so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _resting() -> float:
@@ -259,7 +264,7 @@ def _resting() -> float:
 
 def child(side: str, base_url: str, rows: int) -> None:
     out = {"ours": side_ours, "restart": side_restart, "sdk": side_sdk}[side](base_url, rows)
-    out.setdefault("maxrss_mib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out.setdefault("maxrss_mib", _peak())
     print("RESULT " + json.dumps(out))
 
 
