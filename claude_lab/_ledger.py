@@ -1272,11 +1272,7 @@ class Journal:
     def cached_results(self, custom_ids: Sequence[str], endpoint: str) -> dict[str, bytes]:
         """``{custom_id: line}``, the newest succeeded line of each request that has one
         (see ``results`` to stream them instead)."""
-        return {
-            custom_ids[p]: line
-            for _, pos, lines in self.results(custom_ids, endpoint, succeeded_only=True)
-            for p, line in zip(pos.tolist(), lines)
-        }
+        return _by_id(custom_ids, self.results(custom_ids, endpoint, succeeded_only=True))
 
     def cached_ids(self, custom_ids: Sequence[str], endpoint: str) -> set[str]:
         """Which of these requests ``cached_results`` would answer, from the index alone
@@ -1290,11 +1286,7 @@ class Journal:
         if not rows:
             return {}
         ids = self.job_custom_ids(job_id)
-        return {
-            ids[p]: line
-            for _, pos, lines in self.results(ids, rows[0][0])
-            for p, line in zip(pos.tolist(), lines)
-        }
+        return _by_id(ids, self.results(ids, rows[0][0]))
 
     # -- housekeeping -----------------------------------------------------------------
 
@@ -1399,6 +1391,15 @@ _UNUSABLE = (
     *("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_READONLY", "SQLITE_CANTOPEN"),
     *("SQLITE_IOERR", "SQLITE_FULL", "SQLITE_PERM"),
 )
+
+
+def _by_id(
+    custom_ids: Sequence[str], streamed: Iterable[tuple[str, np.ndarray, list[bytes]]]
+) -> dict[str, bytes]:
+    """``{custom_id: line}`` from ``Journal.results`` blocks over ``custom_ids``."""
+    return {
+        custom_ids[p]: line for _, pos, lines in streamed for p, line in zip(pos.tolist(), lines)
+    }
 
 
 # A batch's processing_status only moves forward: in_progress -> canceling -> ended.
@@ -1515,6 +1516,12 @@ def _inflate(blob: bytes) -> bytes:
 
 
 def _unpack(blob: bytes) -> list[bytes]:
+    raw, starts, ends = _items(blob)
+    return [raw[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+
+
+def _items(blob: bytes) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """A ``_pack`` blob inflated, with where each of its items starts and ends in it."""
     raw = _inflate(blob)
     n = int.from_bytes(raw[:4], "little")
     ends = np.cumsum(np.frombuffer(raw, dtype="<u4", count=n, offset=4), dtype=np.int64)
@@ -1522,19 +1529,13 @@ def _unpack(blob: bytes) -> list[bytes]:
     starts = np.empty_like(ends)
     starts[:1] = 4 + 4 * n
     starts[1:] = ends[:-1]
-    return [raw[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+    return raw, starts, ends
 
 
 def _pick(blob: bytes, ords: np.ndarray, step: int) -> Iterator[tuple[int, list[bytes]]]:
     """The items of a ``_pack`` blob at the rising positions ``ords``, ``step`` at a
     time: ``(offset into ords, items)``."""
-    raw = _inflate(blob)
-    n = int.from_bytes(raw[:4], "little")
-    lengths = np.frombuffer(raw, dtype="<u4", count=n, offset=4).astype(np.int64)
-    ends = np.cumsum(lengths)
-    ends += 4 + 4 * n
-    starts = ends - lengths
-    del lengths
+    raw, starts, ends = _items(blob)
     for k in range(0, len(ords), step):
         block = ords[k : k + step]
         yield k, [raw[a:b] for a, b in zip(starts[block].tolist(), ends[block].tolist())]
